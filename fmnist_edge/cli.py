@@ -1,0 +1,148 @@
+"""The ``fmnist-edge`` command line: parse, build a config, call one library function, print.
+
+Heavy libraries (TensorFlow, onnxruntime) are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from fmnist_edge.contract import LABELS
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Fashion-MNIST classifiers from training to the edge.")
+
+DataDir = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="Folder with the Fashion-MNIST IDX files "
+    "(default: $FMNIST_EDGE_DATA, the Keras cache, the fmnist-edge cache, else download).")]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def train(
+    arch: Annotated[Optional[str], typer.Argument(
+        help="Architecture: mlp, cnn, mobilenetv2, resnet50, vgg16.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Global batch size.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adam, adamw or sgd.")] = None,
+    schedule: Annotated[Optional[str], typer.Option(
+        help="constant, cosine, onecycle or triangular.")] = None,
+    warmup_epochs: Annotated[Optional[float], typer.Option(help="Cosine warm-up.")] = None,
+    cycle_epochs: Annotated[Optional[float], typer.Option(
+        help="Triangular half-cycle, epochs.")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(
+        help="Decoupled weight decay (adamw, sgd).")] = None,
+    l2: Annotated[Optional[float], typer.Option(help="L2 on kernels (mlp, cnn).")] = None,
+    label_smoothing: Annotated[Optional[float], typer.Option()] = None,
+    early_stopping: Annotated[Optional[int], typer.Option(
+        help="Patience in epochs on validation accuracy (0: off).")] = None,
+    val_size: Annotated[Optional[int], typer.Option(
+        help="Validation images held out from the training set.")] = None,
+    train_limit: Annotated[Optional[int], typer.Option(
+        help="Train on this many images only (0: all).")] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    shift_px: Annotated[Optional[int], typer.Option(help="Random shift, pixels (0: off).")] = None,
+    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip")] = None,
+    rotation_deg: Annotated[Optional[float], typer.Option()] = None,
+    zoom: Annotated[Optional[float], typer.Option()] = None,
+    shear_deg: Annotated[Optional[float], typer.Option()] = None,
+    erasing_prob: Annotated[Optional[float], typer.Option(
+        help="Random-erasing probability (0: off).")] = None,
+    input_size: Annotated[Optional[int], typer.Option(
+        help="Resize side for keras.applications backbones.")] = None,
+    weights: Annotated[Optional[str], typer.Option(
+        help="Backbone weights: none, imagenet or a weights-file path.")] = None,
+    dropout: Annotated[Optional[float], typer.Option()] = None,
+    distribute: Annotated[Optional[str], typer.Option(help="none or mirrored.")] = None,
+    mixed_precision: Annotated[Optional[bool], typer.Option(
+        "--mixed-precision/--no-mixed-precision")] = None,
+    class_split: Annotated[Optional[bool], typer.Option(
+        "--class-split/--no-class-split",
+        help="Two-stage recipe: classes 0-4, then a new head on 5-9.")] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue an interrupted run folder.")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
+    data_dir: DataDir = None,
+) -> None:
+    """Train an architecture on Fashion-MNIST; leaves runs/<arch>/<run-id>/."""
+    from fmnist_edge.data import DataError
+    from fmnist_edge.runs import RunError
+
+    try:
+        from fmnist_edge.train import trainer
+        from fmnist_edge.train.config import recipe
+    except ImportError as exc:
+        _fail(f"training needs TensorFlow ({exc}): pip install \"fmnist-edge[train]\"")
+    verbose = 1 if sys.stdout.isatty() else 2
+    try:
+        if resume is not None:
+            if arch is not None:
+                _fail("give either ARCH or --resume RUN, not both")
+            result = trainer.resume(resume, data_dir=data_dir, verbose=verbose)
+        else:
+            if arch is None:
+                _fail("missing ARCH (mlp, cnn, mobilenetv2, resnet50, vgg16) or --resume RUN")
+            config = recipe(
+                arch, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                schedule=schedule, warmup_epochs=warmup_epochs, cycle_epochs=cycle_epochs,
+                weight_decay=weight_decay, l2=l2, label_smoothing=label_smoothing,
+                early_stopping=early_stopping, val_size=val_size, train_limit=train_limit,
+                seed=seed, shift_px=shift_px, flip=flip, rotation_deg=rotation_deg, zoom=zoom,
+                shear_deg=shear_deg, erasing_prob=erasing_prob, input_size=input_size,
+                weights=weights, dropout=dropout, distribute=distribute,
+                mixed_precision=mixed_precision, class_split=class_split)
+            result = trainer.train(config, data_dir=data_dir, runs_dir=runs_dir,
+                                   verbose=verbose)
+    except trainer.TrainingInterrupted as exc:
+        _fail(str(exc), code=130)
+    except (DataError, RunError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    m = result.metrics
+    stages = "".join(f", {k} {v:.2%}" for k, v in m.items() if k.endswith("_stage_accuracy"))
+    typer.echo(f"{result.run_dir}: test top-1 {m['top1_accuracy']:.2%}, loss {m['loss']:.4f}, "
+               f"{m['parameters']:,} parameters{stages}, {result.wall_time_s / 60:.1f} min")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Run folder or model file "
+                                          "(.keras, .tflite, .onnx).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Top-1 accuracy, per-class precision/recall and confusion matrix on the test set."""
+    from fmnist_edge.data import DataError
+    from fmnist_edge.evaluate import evaluate_model
+    from fmnist_edge.runs import RunError
+    from fmnist_edge.runtime import ModelFileError
+
+    try:
+        report = evaluate_model(model, data_dir=data_dir)
+    except (DataError, RunError, ModelFileError, ImportError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(f"{report['model']}: test top-1 {report['top1_accuracy']:.2%} "
+               f"on {report['num_images']} images, loss {report['loss']:.4f}")
+    typer.echo(f"{'class':<12} {'precision':>9} {'recall':>7} {'f1':>6}")
+    for row in report["per_class"]:
+        typer.echo(f"{row['class']:<12} {row['precision']:>9.3f} {row['recall']:>7.3f} "
+                   f"{row['f1']:>6.3f}")
+    typer.echo("confusion matrix (rows true, columns predicted):")
+    for name, row in zip(LABELS, report["confusion_matrix"]):
+        typer.echo(f"{name:<12} " + " ".join(f"{v:>4}" for v in row))
+
+
+if __name__ == "__main__":
+    app()

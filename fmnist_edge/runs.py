@@ -1,0 +1,60 @@
+"""Run folders: ``runs/<arch>/<run-id>/`` and the files inside them."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+DEFAULT_RUNS_DIR = Path("runs")
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+HISTORY_JSON = "history.json"
+HISTORY_CSV = "history.csv"
+STATE_FILE = "state.json"
+BACKUP_DIR = "backup"
+
+
+class RunError(RuntimeError):
+    """A run folder or model path is missing or incomplete."""
+
+
+def new_run_dir(arch: str, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
+    """A new, not yet existing ``runs_dir/arch/<UTC timestamp>`` folder path."""
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = Path(runs_dir) / arch
+    path, n = base / stamp, 1
+    while path.exists():
+        n += 1
+        path = base / f"{stamp}-{n}"
+    return path
+
+
+def newest_run(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
+    """The most recently modified run folder that holds a model.
+
+    Raises:
+        RunError: no run with a model under ``runs_dir``.
+    """
+    runs = sorted(Path(runs_dir).glob(f"*/*/{MODEL_FILE}"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise RunError(f"no trained run under {Path(runs_dir).resolve()}; "
+                       "train one with `fmnist-edge train ARCH` or pass a run folder")
+    return runs[-1].parent
+
+
+def resolve_model(path: str | Path) -> Path:
+    """A run folder or model file -> the model file path.
+
+    Raises:
+        RunError: the path does not exist or the run holds no model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        model = path / MODEL_FILE
+        if not model.is_file():
+            raise RunError(f"{path} holds no {MODEL_FILE}; is it a finished run folder?")
+        return model
+    if not path.is_file():
+        raise RunError(f"{path}: no such run folder or model file")
+    return path

@@ -1,0 +1,53 @@
+"""Keras (.keras) models through TensorFlow, for parity checks on a training machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fmnist_edge.contract import MODEL_INPUT_SHAPE, NUM_CLASSES, ModelCard, check_images
+from fmnist_edge.runtime.base import ModelFileError
+
+
+class KerasRuntime:
+    """A ``.keras`` model; needs ``pip install "fmnist-edge[train]"``."""
+
+    def __init__(self, path: str | Path, *, num_threads: int | None = None):
+        self.path = Path(path)
+        try:
+            from fmnist_edge.train.keras_shim import keras, tf
+        except ImportError as exc:
+            raise ImportError(f"{self.path}: .keras models need TensorFlow: "
+                              'pip install "fmnist-edge[train]"') from exc
+        if num_threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+            except RuntimeError:
+                pass  # already initialised: keep the process-wide setting
+        try:
+            self.model = keras.models.load_model(self.path, compile=False)
+        except Exception as exc:  # Keras raises a zoo of types for bad archives
+            raise ModelFileError(f"{self.path}: not a readable Keras model ({exc}); "
+                                 "re-export or re-train it") from exc
+        in_shape = tuple(self.model.input_shape)
+        out_shape = tuple(self.model.output_shape)
+        if in_shape[1:] != MODEL_INPUT_SHAPE[1:] or out_shape[1:] != (NUM_CLASSES,):
+            raise ModelFileError(f"{self.path}: model maps {in_shape} -> {out_shape}, not the "
+                                 f"contract {MODEL_INPUT_SHAPE} -> (None, {NUM_CLASSES})")
+        self.card = _card_for(self.path)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """uint8[N, 28, 28] -> float32[N, 10] logits."""
+        x = check_images(images)[..., None].astype(np.float32)
+        return np.asarray(self.model.predict(x, batch_size=512, verbose=0), dtype=np.float32)
+
+
+def _card_for(path: Path) -> ModelCard:
+    metrics = path.with_name("metrics.json")
+    accuracy = None
+    if metrics.is_file():
+        accuracy = json.loads(metrics.read_text()).get("top1_accuracy")
+    return ModelCard(name=path.parent.parent.name if metrics.is_file() else path.stem,
+                     format="keras", source_run=str(path.parent), test_accuracy=accuracy)

@@ -1,0 +1,197 @@
+"""Architecture registry: one table from name to builder.
+
+Every builder returns an *uncompiled* ``tf_keras.Model`` honouring the contract of
+``fmnist_edge.contract``: input ``float32[N, 28, 28, 1]`` of raw pixel values 0-255 (the
+normalisation is inside the model), output ``float32[N, 10]`` logits in canonical label order.
+
+``keras.applications`` backbones are built *flat* (``input_tensor=``), never nested as a
+sub-model: tfmot can neither prune nor quantize a model inside a model
+(tensorflow/model-optimization#957).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from fmnist_edge.contract import (
+    FMNIST_PIXEL_MEAN,
+    FMNIST_PIXEL_STD,
+    IMAGE_SIZE,
+    NUM_CLASSES,
+)
+from fmnist_edge.train.keras_shim import keras
+
+layers = keras.layers
+
+INPUT_NAME = "pixels"
+LOGITS_NAME = "logits"
+
+
+def _input() -> keras.Input:
+    return keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), dtype="float32", name=INPUT_NAME)
+
+
+def _fmnist_normalization() -> layers.Layer:
+    """Standardise raw 0-255 pixels with the Fashion-MNIST training-set mean and std."""
+    return layers.Normalization(
+        mean=FMNIST_PIXEL_MEAN, variance=FMNIST_PIXEL_STD**2, name="normalize"
+    )
+
+
+def _logits(x, dropout: float):
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="head_dropout")(x)
+    # float32 output even under a mixed_float16 policy.
+    return layers.Dense(NUM_CLASSES, dtype="float32", name=LOGITS_NAME)(x)
+
+
+def build_mlp(*, hidden: tuple[int, ...] = (512, 128), dropout: float = 0.2,
+              l2: float = 0.0) -> keras.Model:
+    """The seed's multilayer perceptron.
+
+    Flatten, then per hidden width: Dense + BatchNorm + ReLU + Dropout, then Dense(10) logits.
+
+    Args:
+        hidden: widths of the hidden Dense layers.
+        dropout: dropout rate after each hidden block.
+        l2: L2 penalty on the Dense kernels (0 disables it).
+    """
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    inputs = _input()
+    x = _fmnist_normalization()(inputs)
+    x = layers.Flatten(name="flatten")(x)
+    for i, width in enumerate(hidden, start=1):
+        x = layers.Dense(width, use_bias=False, kernel_regularizer=reg, name=f"dense{i}")(x)
+        x = layers.BatchNormalization(name=f"dense{i}_bn")(x)
+        x = layers.ReLU(name=f"dense{i}_relu")(x)
+        x = layers.Dropout(dropout, name=f"dense{i}_dropout")(x)
+    outputs = layers.Dense(NUM_CLASSES, dtype="float32", name=LOGITS_NAME)(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+def build_cnn(*, widths: tuple[int, ...] = (32, 64, 128), dropout: float = 0.3,
+              l2: float = 0.0) -> keras.Model:
+    """Compact edge CNN (fmnist-edge's own design), about 290K parameters.
+
+    Three VGG-style stages of two 3x3 Conv2D + BatchNorm + ReLU each (28x28, 14x14, 7x7),
+    2x2 max-pooling between stages, global average pooling and a Dense(10) head. Only ops
+    with exact int8 kernels in TFLite and onnxruntime (Conv2D with folded BatchNorm, ReLU,
+    MaxPool, Mean, FullyConnected), no depthwise convolutions, which lose more accuracy under
+    per-tensor quantization (Krishnamoorthi 2018, arXiv:1806.08342, sec. 3).
+
+    Args:
+        widths: filters of the three stages.
+        dropout: dropout rate before the classifier.
+        l2: L2 penalty on conv/dense kernels (0 disables it).
+    """
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    inputs = _input()
+    x = _fmnist_normalization()(inputs)
+    for stage, width in enumerate(widths, start=1):
+        if stage > 1:
+            x = layers.MaxPooling2D(2, name=f"pool{stage - 1}")(x)
+        for j in (1, 2):
+            name = f"conv{stage}_{j}"
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False,
+                              kernel_regularizer=reg, name=name)(x)
+            x = layers.BatchNormalization(name=f"{name}_bn")(x)
+            x = layers.ReLU(name=f"{name}_relu")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, _logits(x, dropout), name="cnn")
+
+
+# Per-backbone input normalisation expected by its ImageNet weights, as per-channel
+# (mean, std) on 0-255 RGB (keras.applications `preprocess_input` docs):
+# "tf" mode scales to [-1, 1]; "caffe" mode subtracts the ImageNet BGR means (RGB==BGR here,
+# the three channels being equal, so the mean order is immaterial but kept as documented).
+_TF_MODE = ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5))
+_CAFFE_MODE = ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0))
+
+_BACKBONES: dict[str, tuple[str, tuple]] = {
+    "mobilenetv2": ("MobileNetV2", _TF_MODE),
+    "resnet50": ("ResNet50", _CAFFE_MODE),
+    "vgg16": ("VGG16", _CAFFE_MODE),
+}
+
+
+def build_backbone(name: str, *, input_size: int = 32, weights: str | None = None,
+                   dropout: float = 0.2, alpha: float = 1.0) -> keras.Model:
+    """A ``keras.applications`` backbone with a new 10-class head, built flat.
+
+    Graph: pixels ``float32[N, 28, 28, 1]`` -> Resizing(input_size, bilinear) -> grayscale
+    replicated to 3 channels (Concatenate) -> per-channel Normalization of the backbone's
+    ImageNet preprocessing -> backbone (``include_top=False, pooling="avg"``) -> Dropout ->
+    Dense(10) logits.
+
+    Args:
+        name: ``mobilenetv2``, ``resnet50`` or ``vgg16``.
+        input_size: side in pixels the 28x28 image is resized to (keras.applications needs
+            at least 32).
+        weights: ``None``/``"none"`` (random init), ``"imagenet"`` (downloaded by
+            keras.applications; needs network), or a path to a weights file of the same
+            backbone without its top (``include_top=False``), e.g. keras.applications'
+            ``*_notop.h5``.
+        dropout: dropout rate before the classifier.
+        alpha: width multiplier (MobileNetV2 only).
+
+    Raises:
+        ValueError: unknown backbone or input_size below 32.
+        FileNotFoundError: ``weights`` names a file that does not exist.
+    """
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(_BACKBONES)}")
+    if input_size < 32:
+        raise ValueError(f"input_size must be >= 32 for keras.applications, got {input_size}")
+    app_name, (mean, std) = _BACKBONES[name]
+    if weights in (None, "none", "None"):
+        weights = None
+    elif weights != "imagenet":
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"weights file {path} not found; pass --weights none, --weights imagenet "
+                f"(needs network) or the path of a {app_name} include_top=False weights file"
+            )
+        weights = str(path)
+
+    inputs = _input()
+    x = layers.Resizing(input_size, input_size, interpolation="bilinear", name="resize")(inputs)
+    x = layers.Concatenate(axis=-1, name="gray_to_rgb")([x, x, x])
+    x = layers.Normalization(mean=list(mean), variance=[s * s for s in std],
+                             name="imagenet_normalize")(x)
+    kwargs = {"alpha": alpha} if name == "mobilenetv2" else {}
+    backbone = getattr(keras.applications, app_name)(
+        include_top=False, weights=weights, input_tensor=x, pooling="avg", **kwargs
+    )
+    outputs = _logits(backbone.output, dropout)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _backbone_builder(name: str) -> Callable[..., keras.Model]:
+    def build(**kwargs) -> keras.Model:
+        return build_backbone(name, **kwargs)
+
+    build.__name__ = f"build_{name}"
+    build.__doc__ = f"{_BACKBONES[name][0]} backbone; see build_backbone for the arguments."
+    return build
+
+
+ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
+    "mlp": build_mlp,
+    "cnn": build_cnn,
+    "mobilenetv2": _backbone_builder("mobilenetv2"),
+    "resnet50": _backbone_builder("resnet50"),
+    "vgg16": _backbone_builder("vgg16"),
+}
+
+
+def build(name: str, **kwargs) -> keras.Model:
+    """Build the registered architecture ``name`` with keyword hyperparameters.
+
+    Raises:
+        ValueError: ``name`` is not registered (the message lists the choices).
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose from {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name](**kwargs)

@@ -1,0 +1,208 @@
+"""Typed, frozen training configuration and the default recipe of every architecture.
+
+CLI options map one-to-one onto :class:`TrainConfig` fields; the resolved config is saved as
+``config.json`` in every run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "onecycle", "triangular")
+DISTRIBUTE = ("none", "mirrored")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly augmentation; every part can be switched off (0 / False).
+
+    Attributes:
+        shift_px: max random translation in pixels (integer shifts: a random crop of the
+            zero-padded image).
+        flip: random horizontal flip (p = 0.5).
+        rotation_deg: max random rotation, degrees.
+        zoom: max relative zoom, e.g. 0.1 for [0.9, 1.1].
+        shear_deg: max random shear, degrees.
+        erasing_prob: probability of random erasing (Zhong et al. 2017, arXiv:1708.04896:
+            a rectangle of 2-40 % of the area, aspect 0.3-3.3, filled with uniform noise).
+    """
+
+    shift_px: int = 2
+    flip: bool = True
+    rotation_deg: float = 0.0
+    zoom: float = 0.0
+    shear_deg: float = 0.0
+    erasing_prob: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.shift_px or self.flip or self.rotation_deg or self.zoom
+                    or self.shear_deg or self.erasing_prob)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run.
+
+    Attributes:
+        arch: registered architecture name.
+        epochs: maximum number of epochs.
+        batch_size: global batch size (split across replicas under ``mirrored``).
+        optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
+        lr: peak learning rate.
+        schedule: ``constant``, ``cosine`` (linear warm-up then cosine decay), ``onecycle``
+            (Smith & Topin 2017, arXiv:1708.07120) or ``triangular`` (cyclical learning rate,
+            Smith 2017, arXiv:1506.01186, as in the MobileNetV2 seed).
+        warmup_epochs: linear warm-up length for ``cosine``.
+        min_lr: floor of ``cosine`` / lower bound of ``triangular``.
+        cycle_epochs: half-cycle length (``step_size``) of ``triangular``, in epochs.
+        weight_decay: decoupled weight decay for ``adamw`` / ``sgd`` (Loshchilov & Hutter 2019).
+        l2: L2 penalty on kernels (``mlp`` and ``cnn``).
+        label_smoothing: label smoothing factor (Szegedy et al. 2016).
+        early_stopping: patience in epochs on validation accuracy; 0 disables it.
+        val_size: validation images held out (stratified, seeded) from the 60,000 training
+            images; the test set is only used for the final evaluation.
+        train_limit: use only this many training images (stratified); 0 uses all.
+        seed: seed of the split, initialisation, shuffling and augmentation.
+        augment: augmentation settings.
+        input_size: resize side for keras.applications backbones (``None``: builder default).
+        weights: ``none``, ``imagenet`` or a weights-file path (backbones only).
+        dropout: dropout before the classifier (``None``: builder default).
+        distribute: ``none`` or ``mirrored`` (tf.distribute.MirroredStrategy).
+        mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU.
+        class_split: the CNN seed's two-stage recipe (classes 0-4, then a new head on 5-9).
+    """
+
+    arch: str
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    min_lr: float = 1e-6
+    cycle_epochs: float = 4.0
+    weight_decay: float = 0.0
+    l2: float = 0.0
+    label_smoothing: float = 0.0
+    early_stopping: int = 0
+    val_size: int = 5000
+    train_limit: int = 0
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    input_size: int | None = None
+    weights: str = "none"
+    dropout: float | None = None
+    distribute: str = "none"
+    mixed_precision: bool = False
+    class_split: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+            (self.distribute in DISTRIBUTE, f"distribute must be one of {DISTRIBUTE}"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (self.weight_decay == 0 or self.optimizer != "adam",
+             "weight_decay needs --optimizer adamw or sgd (Adam's L2 is --l2)"),
+            (0 <= self.augment.erasing_prob <= 1, "erasing_prob must be in [0, 1]"),
+            (self.val_size >= 0 and self.train_limit >= 0, "sizes must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        data["augment"] = AugmentConfig(**data.get("augment", {}))
+        return cls(**data)
+
+    @classmethod
+    def read(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+_BACKBONE_AUGMENT = AugmentConfig(shift_px=2, flip=True)
+
+#: The default recipe of every architecture (reached the bars in benchmarks/results/).
+RECIPES: dict[str, TrainConfig] = {
+    "mlp": TrainConfig(
+        arch="mlp", epochs=40, batch_size=256, optimizer="adamw", lr=2e-3, schedule="cosine",
+        weight_decay=1e-4, label_smoothing=0.1,
+        augment=AugmentConfig(shift_px=1, flip=True)),
+    "cnn": TrainConfig(
+        arch="cnn", epochs=35, batch_size=256, optimizer="adamw", lr=3e-3, schedule="onecycle",
+        weight_decay=5e-4, label_smoothing=0.1,
+        augment=AugmentConfig(shift_px=2, flip=True, erasing_prob=0.3)),
+    "mobilenetv2": TrainConfig(
+        arch="mobilenetv2", epochs=30, batch_size=128, optimizer="adamw", lr=2e-3,
+        schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1, input_size=32,
+        augment=_BACKBONE_AUGMENT),
+    "resnet50": TrainConfig(
+        arch="resnet50", epochs=15, batch_size=128, optimizer="adamw", lr=1e-3,
+        schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1, input_size=32,
+        augment=_BACKBONE_AUGMENT),
+    "vgg16": TrainConfig(
+        arch="vgg16", epochs=10, batch_size=128, optimizer="sgd", lr=2e-2,
+        schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1, input_size=32,
+        augment=_BACKBONE_AUGMENT),
+}
+
+_BACKBONES = ("mobilenetv2", "resnet50", "vgg16")
+
+
+def recipe(arch: str, **overrides: Any) -> TrainConfig:
+    """The default recipe of ``arch`` with ``overrides`` (fields set to ``None`` are ignored).
+
+    Raises:
+        ValueError: unknown architecture or field, or an invalid value.
+    """
+    if arch not in RECIPES:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(RECIPES)}")
+    base = RECIPES[arch]
+    augment_fields = {f.name for f in dataclasses.fields(AugmentConfig)}
+    aug = {k: v for k, v in overrides.items() if k in augment_fields and v is not None}
+    top = {k: v for k, v in overrides.items() if k not in augment_fields and v is not None}
+    unknown = set(top) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"unknown config fields {sorted(unknown)}")
+    if aug:
+        top["augment"] = dataclasses.replace(base.augment, **aug)
+    return dataclasses.replace(base, **top)
+
+
+def builder_kwargs(config: TrainConfig) -> dict[str, Any]:
+    """Keyword arguments for the architecture builder, refusing options it does not take.
+
+    Raises:
+        ValueError: a backbone-only option (input size, weights) given to mlp/cnn, or
+            ``l2`` given to a backbone.
+    """
+    kwargs: dict[str, Any] = {}
+    if config.dropout is not None:
+        kwargs["dropout"] = config.dropout
+    if config.arch in _BACKBONES:
+        if config.l2:
+            raise ValueError(f"--l2 is not supported for {config.arch}; use --weight-decay")
+        if config.input_size is not None:
+            kwargs["input_size"] = config.input_size
+        kwargs["weights"] = config.weights
+    else:
+        if config.input_size is not None or config.weights != "none":
+            raise ValueError(f"--input-size and --weights apply to keras.applications "
+                             f"backbones only, not {config.arch}")
+        if config.l2:
+            kwargs["l2"] = config.l2
+    return kwargs

@@ -1,0 +1,114 @@
+"""tf.data input pipeline with on-the-fly, batch-vectorised augmentation.
+
+Images stay raw pixel values 0-255 (``float32[B, 28, 28, 1]``): normalisation is inside the
+model. Labels become one-hot ``float32[B, num_classes]`` so label smoothing applies.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fmnist_edge.contract import IMAGE_SIZE
+from fmnist_edge.train.config import AugmentConfig
+from fmnist_edge.train.keras_shim import tf
+
+_CENTER = (IMAGE_SIZE - 1) / 2.0
+
+
+def _affine_transforms(batch: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    """Per-image output->input maps ``[B, 8]`` for ImageProjectiveTransformV3.
+
+    One matrix per image composes flip, rotation, shear, zoom and translation about the image
+    centre, so the whole geometric augmentation is one resampling (exact for integer shifts
+    and flips).
+    """
+    b = tf.shape(batch)[0]
+
+    def uniform(limit):
+        return tf.random.uniform([b], -limit, limit)
+
+    zeros, ones = tf.zeros([b]), tf.ones([b])
+    theta = uniform(math.radians(cfg.rotation_deg)) if cfg.rotation_deg else zeros
+    shear = uniform(math.radians(cfg.shear_deg)) if cfg.shear_deg else zeros
+    zoom = 1.0 + uniform(cfg.zoom) if cfg.zoom else ones
+    flip = (tf.where(tf.random.uniform([b]) < 0.5, -1.0, 1.0) if cfg.flip else ones)
+    if cfg.shift_px:
+        shift = tf.random.uniform([b, 2], -cfg.shift_px, cfg.shift_px + 1, dtype=tf.int32)
+        tx, ty = tf.cast(shift[:, 0], tf.float32), tf.cast(shift[:, 1], tf.float32)
+    else:
+        tx, ty = zeros, zeros
+    cos, sin = tf.cos(theta), tf.sin(theta)
+    # A = R(theta) @ Shear(shear) @ diag(flip * zoom, zoom), mapping output to input offsets.
+    a00 = cos * flip * zoom
+    a01 = (cos * tf.tan(shear) - sin) * zoom
+    a10 = sin * flip * zoom
+    a11 = (sin * tf.tan(shear) + cos) * zoom
+    c = _CENTER
+    a02 = c - a00 * c - a01 * c + tx
+    a12 = c - a10 * c - a11 * c + ty
+    return tf.stack([a00, a01, a02, a10, a11, a12, zeros, zeros], axis=1)
+
+
+def _random_erasing(batch: tf.Tensor, prob: float, area=(0.02, 0.4), aspect=0.3) -> tf.Tensor:
+    """Random erasing (Zhong et al. 2017, arXiv:1708.04896, alg. 1), vectorised over a batch."""
+    b = tf.shape(batch)[0]
+    size = float(IMAGE_SIZE)
+    s = tf.random.uniform([b], area[0], area[1]) * size * size
+    log_r = tf.random.uniform([b], math.log(aspect), -math.log(aspect))
+    r = tf.exp(log_r)
+    h = tf.minimum(tf.round(tf.sqrt(s * r)), size)
+    w = tf.minimum(tf.round(tf.sqrt(s / r)), size)
+    y0 = tf.floor(tf.random.uniform([b]) * (size - h + 1))
+    x0 = tf.floor(tf.random.uniform([b]) * (size - w + 1))
+    grid = tf.range(size)
+    rows = (grid[None, :] >= y0[:, None]) & (grid[None, :] < (y0 + h)[:, None])
+    cols = (grid[None, :] >= x0[:, None]) & (grid[None, :] < (x0 + w)[:, None])
+    apply = tf.random.uniform([b]) < prob
+    mask = rows[:, :, None] & cols[:, None, :] & apply[:, None, None]
+    noise = tf.random.uniform(tf.shape(batch), 0.0, 255.0)
+    return tf.where(mask[..., None], noise, batch)
+
+
+def augment_batch(batch: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    """Augment ``float32[B, 28, 28, 1]`` pixels (0-255); returns the same shape and range."""
+    geometric = cfg.shift_px or cfg.flip or cfg.rotation_deg or cfg.zoom or cfg.shear_deg
+    if geometric:
+        batch = tf.raw_ops.ImageProjectiveTransformV3(
+            images=batch, transforms=_affine_transforms(batch, cfg),
+            output_shape=[IMAGE_SIZE, IMAGE_SIZE], fill_value=0.0,
+            interpolation="BILINEAR", fill_mode="CONSTANT")
+    if cfg.erasing_prob:
+        batch = _random_erasing(batch, cfg.erasing_prob)
+    return batch
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
+                 num_classes: int = 10, training: bool = False,
+                 augment: AugmentConfig | None = None, seed: int = 0) -> tf.data.Dataset:
+    """Batched dataset of ``(float32[B, 28, 28, 1] pixels 0-255, float32[B, C] one-hot)``.
+
+    Args:
+        images: ``uint8[N, 28, 28]``.
+        labels: integer ``[N]`` in ``[0, num_classes)``.
+        batch_size: global batch size.
+        num_classes: width of the one-hot labels.
+        training: cache, shuffle every epoch (seeded) and augment.
+        augment: augmentation for training (``None`` or all-off: none).
+        seed: shuffle seed.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((images[..., None], labels.astype(np.int32)))
+    ds = ds.cache()
+    if training:
+        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    aug = augment if (training and augment is not None and augment.enabled) else None
+
+    def prepare(x, y):
+        x = tf.cast(x, tf.float32)
+        if aug is not None:
+            x = augment_batch(x, aug)
+        return x, tf.one_hot(y, num_classes)
+
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,297 @@
+"""Fit a registered architecture on Fashion-MNIST and leave a complete run folder.
+
+Run folder (``runs/<arch>/<run-id>/``): ``model.keras`` (best validation checkpoint),
+``config.json``, ``history.json`` / ``history.csv``, ``metrics.json``, ``summary.txt`` and the
+figures of :mod:`fmnist_edge.train.plots`; while training, ``backup/`` holds the resumable
+state (tf_keras BackupAndRestore) and ``state.json`` the status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import platform
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist_edge import atomic, data, runs
+from fmnist_edge.metrics import classification_report
+from fmnist_edge.train import architectures, plots
+from fmnist_edge.train.callbacks import BestCheckpoint, HistoryWriter
+from fmnist_edge.train.config import TrainConfig, builder_kwargs
+from fmnist_edge.train.keras_shim import keras, tf
+from fmnist_edge.train.pipeline import make_dataset
+from fmnist_edge.train.schedules import make_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(RuntimeError):
+    """Ctrl-C or SIGTERM stopped training; the run folder holds the best model so far and a
+    resumable state (``fmnist-edge train --resume RUN``)."""
+
+    def __init__(self, run_dir: Path):
+        super().__init__(f"training interrupted; best checkpoint and resumable state kept in "
+                         f"{run_dir}; continue with `fmnist-edge train --resume {run_dir}`")
+        self.run_dir = run_dir
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of a finished run: its folder, test metrics and wall time (s)."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    wall_time_s: float
+
+
+@dataclass(frozen=True)
+class Splits:
+    """``uint8[N, 28, 28]`` images and ``uint8[N]`` labels of the three splits."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def load_splits(config: TrainConfig, data_dir: str | Path | None = None) -> Splits:
+    """Verified Fashion-MNIST with the stratified, seeded validation hold-out of ``config``."""
+    x, y = data.load_split("train", data_dir)
+    x_test, y_test = data.load_split("test", data_dir)
+    train_idx, val_idx = data.stratified_split(y, config.val_size, seed=config.seed)
+    if config.train_limit and config.train_limit < len(train_idx):
+        _, keep = data.stratified_split(y[train_idx], config.train_limit, seed=config.seed)
+        train_idx = train_idx[keep]
+    return Splits(x[train_idx], y[train_idx], x[val_idx], y[val_idx], x_test, y_test)
+
+
+def _strategy(config: TrainConfig) -> tf.distribute.Strategy:
+    if config.distribute == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _precision_policy(config: TrainConfig) -> str:
+    if not config.mixed_precision:
+        return "float32"
+    # float16 only pays off on GPUs; on CPUs bfloat16 is the supported mixed type.
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt for the duration (main thread only)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _write_state(run_dir: Path, status: str, **extra: Any) -> None:
+    atomic.write_json(run_dir / runs.STATE_FILE, {"status": status, **extra})
+
+
+def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
+    """Compile with the configured optimizer/schedule, label-smoothed cross-entropy on logits
+    and top-1 accuracy."""
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                  label_smoothing=config.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def fit(model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path, *,
+        prefix: str = "", num_classes: int = 10, verbose: int = 1) -> keras.Model:
+    """Fit ``model`` (compiled here) with checkpointing, resumable backups and history.
+
+    Args:
+        model: uncompiled model built under the active distribution strategy scope.
+        config: the run's configuration.
+        splits: data (labels must lie in ``[0, num_classes)``).
+        run_dir: run folder; files get ``prefix`` (e.g. ``stage1_``).
+        prefix: file-name prefix for multi-stage recipes.
+        num_classes: width of the one-hot labels.
+        verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
+
+    Returns:
+        The best checkpoint (by validation accuracy), reloaded from disk.
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C / SIGTERM (state kept for ``--resume``).
+    """
+    steps = math.ceil(len(splits.x_train) / config.batch_size)
+    compile_model(model, config, steps)
+    train_ds = make_dataset(splits.x_train, splits.y_train, batch_size=config.batch_size,
+                            num_classes=num_classes, training=True, augment=config.augment,
+                            seed=config.seed)
+    has_val = len(splits.x_val) > 0
+    val_ds = (make_dataset(splits.x_val, splits.y_val, batch_size=512,
+                           num_classes=num_classes) if has_val else None)
+    monitor = "val_accuracy" if has_val else "accuracy"
+    history_json = run_dir / f"{prefix}{runs.HISTORY_JSON}"
+    previous = json.loads(history_json.read_text()) if history_json.is_file() else []
+    best = max((h[monitor] for h in previous if monitor in h), default=-math.inf)
+    model_path = run_dir / f"{prefix}{runs.MODEL_FILE}"
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR / (prefix or "main"))),
+        BestCheckpoint(model_path, monitor, best),
+        HistoryWriter(history_json, run_dir / f"{prefix}{runs.HISTORY_CSV}", previous),
+    ]
+    if config.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=config.early_stopping,
+                                                       mode="max"))
+    try:
+        with _sigterm_as_interrupt():
+            model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
+                      callbacks=callbacks, verbose=verbose)
+    except KeyboardInterrupt:
+        _write_state(run_dir, "interrupted")
+        raise TrainingInterrupted(run_dir) from None
+    return keras.models.load_model(model_path, compile=False)
+
+
+def predict_logits(model: keras.Model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """``uint8[N, 28, 28]`` -> ``float32[N, C]`` logits of a Keras model."""
+    x = images[..., None].astype(np.float32)
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def write_report(model: keras.Model, splits: Splits, run_dir: Path, *, prefix: str = "",
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate on the test split and write metrics.json and the figures."""
+    logits = predict_logits(model, splits.x_test)
+    metrics = classification_report(logits, splits.y_test)
+    metrics.update({"parameters": int(model.count_params()), **(extra or {})})
+    atomic.write_json(run_dir / f"{prefix}{runs.METRICS_FILE}", metrics)
+    history_path = run_dir / f"{prefix}{runs.HISTORY_JSON}"
+    if history_path.is_file():
+        plots.training_curves(json.loads(history_path.read_text()),
+                              run_dir / f"{prefix}training_curves.png")
+    plots.confusion_matrix(np.array(metrics["confusion_matrix"]),
+                           run_dir / f"{prefix}confusion_matrix.png")
+    plots.sample_predictions(splits.x_test, splits.y_test, logits,
+                             run_dir / f"{prefix}sample_predictions.png")
+    plots.confidence_boxplot(splits.y_test, logits, run_dir / f"{prefix}confidence_boxplot.png")
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *a, **k: lines.append(line), expand_nested=False)
+    summary = "\n".join(lines)
+    atomic.write_text(run_dir / f"{prefix}summary.txt", summary + "\n")
+    plots.architecture_summary(summary, run_dir / f"{prefix}architecture.png")
+    return metrics
+
+
+def environment() -> dict[str, Any]:
+    """Machine and library versions recorded with every run."""
+    import os
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "tf_keras": keras.__version__, "numpy": np.__version__,
+            "machine": platform.machine(), "cpu_count": os.cpu_count(),
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
+
+
+def prepare(config: TrainConfig) -> tuple[tf.distribute.Strategy, str]:
+    """Seed everything and set the precision policy; returns the strategy and policy."""
+    keras.utils.set_random_seed(config.seed)
+    policy = _precision_policy(config)
+    keras.mixed_precision.set_global_policy(policy)
+    return _strategy(config), policy
+
+
+def train(config: TrainConfig, *, data_dir: str | Path | None = None,
+          runs_dir: str | Path = runs.DEFAULT_RUNS_DIR, run_dir: str | Path | None = None,
+          verbose: int = 1) -> TrainResult:
+    """Train ``config.arch`` on Fashion-MNIST and write a complete run folder.
+
+    Args:
+        config: resolved configuration (see :func:`fmnist_edge.train.config.recipe`).
+        data_dir: folder with the IDX files (else searched: :func:`fmnist_edge.data.locate`).
+        runs_dir: parent of ``<arch>/<run-id>/`` folders.
+        run_dir: an existing run folder to resume (its config.json wins) or a new path.
+        verbose: Keras verbosity.
+
+    Returns:
+        :class:`TrainResult` with the run folder, the test metrics and the wall time.
+
+    Raises:
+        fmnist_edge.data.DataError: missing or corrupt data.
+        ValueError: invalid configuration.
+        TrainingInterrupted: Ctrl-C or SIGTERM.
+    """
+    if config.class_split:
+        from fmnist_edge.train.class_split import train_class_split
+
+        return train_class_split(config, data_dir=data_dir, runs_dir=runs_dir,
+                                 run_dir=run_dir, verbose=verbose)
+    start = time.perf_counter()
+    run_dir = Path(run_dir) if run_dir else runs.new_run_dir(config.arch, runs_dir)
+    splits = load_splits(config, data_dir)
+    kwargs = builder_kwargs(config)
+    strategy, policy = prepare(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
+    _write_state(run_dir, "training")
+    with strategy.scope():
+        model = architectures.build(config.arch, **kwargs)
+        best = fit(model, config, splits, run_dir, verbose=verbose)
+    train_time = time.perf_counter() - start
+    history = json.loads((run_dir / runs.HISTORY_JSON).read_text())
+    metrics = write_report(best, splits, run_dir, extra={
+        "arch": config.arch,
+        "train_images": int(len(splits.x_train)),
+        "val_images": int(len(splits.x_val)),
+        "best_val_accuracy": max((h.get("val_accuracy", 0.0) for h in history), default=None),
+        "epochs_run": len(history),
+        "mean_epoch_time_s": float(np.mean([h["epoch_time_s"] for h in history])),
+        "train_time_s": train_time,
+        "precision_policy": policy,
+        "replicas": strategy.num_replicas_in_sync,
+        "environment": environment(),
+    })
+    wall = time.perf_counter() - start
+    shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
+    _write_state(run_dir, "finished", wall_time_s=wall)
+    return TrainResult(run_dir, metrics, wall)
+
+
+def resume(run_dir: str | Path, *, data_dir: str | Path | None = None,
+           verbose: int = 1) -> TrainResult:
+    """Continue an interrupted run from its last completed epoch.
+
+    Raises:
+        fmnist_edge.runs.RunError: not a run folder (no config.json).
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / runs.CONFIG_FILE
+    if not config_path.is_file():
+        raise runs.RunError(f"{run_dir} is not a run folder (no {runs.CONFIG_FILE})")
+    config = TrainConfig.read(config_path)
+    return train(config, data_dir=data_dir, run_dir=run_dir, verbose=verbose)
+
+
+def with_overrides(config: TrainConfig, **fields: Any) -> TrainConfig:
+    """``dataclasses.replace`` that ignores ``None`` values."""
+    return dataclasses.replace(config, **{k: v for k, v in fields.items() if v is not None})
