@@ -186,12 +186,28 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
 }
 
 
-def build(name: str, **kwargs) -> keras.Model:
+#: BatchNorm moving-average momentum for every architecture. Keras defaults to 0.99
+#: (MobileNetV2 to 0.999), which lags the weights by hundreds of steps: short or
+#: from-scratch runs then evaluate far below their training accuracy. 0.9 is PyTorch's default
+#: (momentum 0.1 in its convention).
+BN_MOMENTUM = 0.9
+
+
+def build(name: str, *, bn_momentum: float = BN_MOMENTUM, **kwargs) -> keras.Model:
     """Build the registered architecture ``name`` with keyword hyperparameters.
+
+    Args:
+        name: registry key.
+        bn_momentum: momentum set on every BatchNormalization layer.
+        **kwargs: the builder's hyperparameters.
 
     Raises:
         ValueError: ``name`` is not registered (the message lists the choices).
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose from {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[name](**kwargs)
+    model = ARCHITECTURES[name](**kwargs)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = bn_momentum
+    return model

@@ -1,0 +1,86 @@
+"""Every registry entry honours the contract: uint8[N, 28, 28] pixels -> float32[N, 10]."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.tf
+
+ARCHS = ["mlp", "cnn", "mobilenetv2", "resnet50", "vgg16"]
+
+
+@pytest.fixture(scope="module")
+def arch_module():
+    from fmnist_edge.train import architectures
+
+    return architectures
+
+
+def test_registry_lists_every_architecture(arch_module):
+    assert sorted(arch_module.ARCHITECTURES) == sorted(ARCHS)
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_contract(arch_module, name, test_split):
+    model = arch_module.build(name)
+    assert model.input_shape == (None, 28, 28, 1)
+    assert model.output_shape == (None, 10)
+    images = test_split[0][:3]
+    logits = model(images[..., None].astype(np.float32), training=False).numpy()
+    assert logits.shape == (3, 10) and logits.dtype == np.float32
+    assert np.isfinite(logits).all()
+    # Logits, not probabilities: rows need not sum to 1 and may be negative.
+    assert not np.allclose(logits.sum(axis=1), 1.0)
+
+
+def test_cnn_is_compact(arch_module):
+    assert arch_module.build("cnn").count_params() <= 300_000
+
+
+def test_mlp_is_the_seed_network(arch_module):
+    model = arch_module.build("mlp")
+    dense = [layer.units for layer in model.layers if layer.__class__.__name__ == "Dense"]
+    assert dense == [512, 128, 10]
+    assert sum(layer.__class__.__name__ == "BatchNormalization" for layer in model.layers) == 2
+
+
+def test_unknown_name_lists_choices(arch_module):
+    with pytest.raises(ValueError, match=r"unknown architecture 'lenet'.*'cnn'"):
+        arch_module.build("lenet")
+
+
+def test_backbones_are_flat_and_resized(arch_module):
+    model = arch_module.build("mobilenetv2", input_size=48)
+    # Flat: no nested Model among the layers (tfmot cannot quantize nested models).
+    assert not any(hasattr(layer, "layers") for layer in model.layers)
+    assert model.get_layer("resize").output_shape == (None, 48, 48, 1)
+    assert model.get_layer("gray_to_rgb").output_shape == (None, 48, 48, 3)
+
+
+def test_input_size_below_32_is_refused(arch_module):
+    with pytest.raises(ValueError, match=">= 32"):
+        arch_module.build("vgg16", input_size=28)
+
+
+def test_missing_weights_file_names_it(arch_module, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.h5"):
+        arch_module.build("mobilenetv2", weights=str(tmp_path / "nope.h5"))
+
+
+def test_weights_file_route_loads_the_backbone(arch_module, tmp_path):
+    """The --weights PATH route: a keras.applications no-top weights file, made here."""
+    from fmnist_edge.train.keras_shim import keras
+
+    keras.utils.set_random_seed(7)
+    donor = keras.applications.MobileNetV2(include_top=False, weights=None,
+                                           input_shape=(32, 32, 3), pooling="avg")
+    path = tmp_path / "mobilenet_v2_notop.h5"
+    donor.save_weights(str(path))
+    keras.utils.set_random_seed(8)
+    model = arch_module.build("mobilenetv2", weights=str(path))
+    fresh = arch_module.build("mobilenetv2", weights="none")
+    for layer_name in ("Conv1", "block_16_project", "Conv_1"):
+        loaded = model.get_layer(layer_name).get_weights()[0]
+        np.testing.assert_array_equal(loaded, donor.get_layer(layer_name).get_weights()[0])
+        assert not np.array_equal(loaded, fresh.get_layer(layer_name).get_weights()[0])
