@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,7 +17,7 @@ from fmnist_edge.contract import LABELS
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Fashion-MNIST classifiers from training to the edge.")
 
-DataDir = Annotated[Optional[Path], typer.Option(
+DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Folder with the Fashion-MNIST IDX files "
     "(default: $FMNIST_EDGE_DATA, the Keras cache, the fmnist-edge cache, else download).")]
 
@@ -29,47 +29,47 @@ def _fail(message: str, code: int = 1) -> None:
 
 @app.command()
 def train(
-    arch: Annotated[Optional[str], typer.Argument(
+    arch: Annotated[str | None, typer.Argument(
         help="Architecture: mlp, cnn, mobilenetv2, resnet50, vgg16.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Global batch size.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="adam, adamw or sgd.")] = None,
-    schedule: Annotated[Optional[str], typer.Option(
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam, adamw or sgd.")] = None,
+    schedule: Annotated[str | None, typer.Option(
         help="constant, cosine, onecycle or triangular.")] = None,
-    warmup_epochs: Annotated[Optional[float], typer.Option(help="Cosine warm-up.")] = None,
-    cycle_epochs: Annotated[Optional[float], typer.Option(
+    warmup_epochs: Annotated[float | None, typer.Option(help="Cosine warm-up.")] = None,
+    cycle_epochs: Annotated[float | None, typer.Option(
         help="Triangular half-cycle, epochs.")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option(
+    weight_decay: Annotated[float | None, typer.Option(
         help="Decoupled weight decay (adamw, sgd).")] = None,
-    l2: Annotated[Optional[float], typer.Option(help="L2 on kernels (mlp, cnn).")] = None,
-    label_smoothing: Annotated[Optional[float], typer.Option()] = None,
-    early_stopping: Annotated[Optional[int], typer.Option(
+    l2: Annotated[float | None, typer.Option(help="L2 on kernels (mlp, cnn).")] = None,
+    label_smoothing: Annotated[float | None, typer.Option()] = None,
+    early_stopping: Annotated[int | None, typer.Option(
         help="Patience in epochs on validation accuracy (0: off).")] = None,
-    val_size: Annotated[Optional[int], typer.Option(
+    val_size: Annotated[int | None, typer.Option(
         help="Validation images held out from the training set.")] = None,
-    train_limit: Annotated[Optional[int], typer.Option(
+    train_limit: Annotated[int | None, typer.Option(
         help="Train on this many images only (0: all).")] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    shift_px: Annotated[Optional[int], typer.Option(help="Random shift, pixels (0: off).")] = None,
-    flip: Annotated[Optional[bool], typer.Option("--flip/--no-flip")] = None,
-    rotation_deg: Annotated[Optional[float], typer.Option()] = None,
-    zoom: Annotated[Optional[float], typer.Option()] = None,
-    shear_deg: Annotated[Optional[float], typer.Option()] = None,
-    erasing_prob: Annotated[Optional[float], typer.Option(
+    seed: Annotated[int | None, typer.Option()] = None,
+    shift_px: Annotated[int | None, typer.Option(help="Random shift, pixels (0: off).")] = None,
+    flip: Annotated[bool | None, typer.Option("--flip/--no-flip")] = None,
+    rotation_deg: Annotated[float | None, typer.Option()] = None,
+    zoom: Annotated[float | None, typer.Option()] = None,
+    shear_deg: Annotated[float | None, typer.Option()] = None,
+    erasing_prob: Annotated[float | None, typer.Option(
         help="Random-erasing probability (0: off).")] = None,
-    input_size: Annotated[Optional[int], typer.Option(
+    input_size: Annotated[int | None, typer.Option(
         help="Resize side for keras.applications backbones.")] = None,
-    weights: Annotated[Optional[str], typer.Option(
+    weights: Annotated[str | None, typer.Option(
         help="Backbone weights: none, imagenet or a weights-file path.")] = None,
-    dropout: Annotated[Optional[float], typer.Option()] = None,
-    distribute: Annotated[Optional[str], typer.Option(help="none or mirrored.")] = None,
-    mixed_precision: Annotated[Optional[bool], typer.Option(
+    dropout: Annotated[float | None, typer.Option()] = None,
+    distribute: Annotated[str | None, typer.Option(help="none or mirrored.")] = None,
+    mixed_precision: Annotated[bool | None, typer.Option(
         "--mixed-precision/--no-mixed-precision")] = None,
-    class_split: Annotated[Optional[bool], typer.Option(
+    class_split: Annotated[bool | None, typer.Option(
         "--class-split/--no-class-split",
         help="Two-stage recipe: classes 0-4, then a new head on 5-9.")] = None,
-    resume: Annotated[Optional[Path], typer.Option(
+    resume: Annotated[Path | None, typer.Option(
         help="Continue an interrupted run folder.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
     data_dir: DataDir = None,

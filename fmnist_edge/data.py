@@ -144,8 +144,7 @@ def locate(data_dir: str | Path | None = None, *, download: bool = True,
 
 
 def _progress_bar(total: int | None, description: str):
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                               TransferSpeedColumn)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                         TransferSpeedColumn(), transient=True)
