@@ -34,6 +34,8 @@ def probabilities(runtime: Runtime, images: np.ndarray) -> np.ndarray:
 
 #: suffix -> (module, class); each backend imports its library lazily.
 BACKENDS: dict[str, tuple[str, str]] = {
+    ".tflite": ("fmnist_edge.runtime.litert", "LiteRTRuntime"),
+    ".onnx": ("fmnist_edge.runtime.onnx", "OnnxRuntime"),
     ".keras": ("fmnist_edge.runtime.keras", "KerasRuntime"),
 }
 

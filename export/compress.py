@@ -1,0 +1,200 @@
+"""Compression with tfmot: magnitude pruning, then (pruning-preserving) quantization-aware
+training.
+
+Recipes follow tfmot's guides: "Pruning in Keras" (prune_low_magnitude with PolynomialDecay,
+UpdatePruningStep, strip_pruning) and "Pruning preserving quantization aware training"
+(Default8BitPrunePreserveQuantizeScheme), tensorflow.org/model_optimization.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fmnist_edge.train.config import AugmentConfig
+from fmnist_edge.train.keras_shim import keras
+from fmnist_edge.train.pipeline import make_dataset
+from fmnist_edge.train.schedules import WarmupCosine
+
+log = logging.getLogger(__name__)
+
+PRUNABLE = (keras.layers.Conv2D, keras.layers.Dense)
+_FOLDED_BY_CONV = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+
+@dataclass
+class CompressionReport:
+    """What compression did, for the manifest."""
+
+    sparsity_target: float = 0.0
+    pruned_layers: list[str] = field(default_factory=list)
+    dense_layers: list[str] = field(default_factory=list)  # prunable kind, left dense
+    measured_sparsity: float = 0.0
+    quantized_layers: list[str] = field(default_factory=list)
+    float_layers: list[str] = field(default_factory=list)  # left float by QAT
+    qat_scheme: str | None = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def _tfmot():
+    import tensorflow_model_optimization as tfmot
+
+    return tfmot
+
+
+def fine_tune(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, epochs: int,
+              lr: float, batch_size: int, augment: AugmentConfig | None, seed: int,
+              label_smoothing: float = 0.0, callbacks=(), val=None) -> dict[str, list[float]]:
+    """Fine-tune ``model`` on ``uint8[N, 28, 28]`` images (Adam, cosine-decayed ``lr``).
+
+    Returns:
+        The Keras history dict (loss, accuracy, and val_* when ``val`` is given).
+    """
+    steps = math.ceil(len(images) / batch_size)
+    model.compile(
+        optimizer=keras.optimizers.Adam(WarmupCosine(lr, epochs * steps, 0, lr / 100)),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                  label_smoothing=label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    ds = make_dataset(images, labels, batch_size=batch_size, training=True, augment=augment,
+                      seed=seed)
+    val_ds = make_dataset(*val, batch_size=512) if val is not None else None
+    history = model.fit(ds, epochs=epochs, callbacks=list(callbacks), validation_data=val_ds,
+                        verbose=0)
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def kernel_sparsity(model: keras.Model) -> float:
+    """Fraction of exactly-zero weights over all Conv2D/Dense kernels."""
+    zeros = total = 0
+    for layer in model.layers:
+        if isinstance(layer, PRUNABLE):
+            kernel = layer.kernel.numpy()
+            zeros += int((kernel == 0).sum())
+            total += kernel.size
+    return zeros / total if total else 0.0
+
+
+def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, lr: float,
+          batch_size: int, augment, seed: int, label_smoothing: float,
+          report: CompressionReport) -> keras.Model:
+    """Magnitude-prune every Conv2D/Dense kernel to ``sparsity`` while fine-tuning.
+
+    Sparsity ramps from 0 to ``sparsity`` with tfmot's PolynomialDecay over the first 70 % of
+    the fine-tuning steps, then holds. Returns the stripped (plain Keras) model.
+    """
+    tfmot = _tfmot()
+    sp = tfmot.sparsity.keras
+    steps = epochs * math.ceil(len(images) / batch_size)
+    schedule = sp.PolynomialDecay(initial_sparsity=0.0, final_sparsity=sparsity,
+                                  begin_step=0, end_step=max(1, int(0.7 * steps)),
+                                  frequency=max(1, steps // 50))
+
+    def wrap(layer):
+        if isinstance(layer, PRUNABLE) and not isinstance(layer, keras.layers.DepthwiseConv2D):
+            try:
+                wrapped = sp.prune_low_magnitude(layer, pruning_schedule=schedule)
+                report.pruned_layers.append(layer.name)
+                return wrapped
+            except (ValueError, TypeError) as exc:
+                log.warning("cannot prune %s: %s", layer.name, exc)
+                report.dense_layers.append(layer.name)
+        return layer
+
+    pruned = keras.models.clone_model(model, clone_function=wrap)
+    report.sparsity_target = sparsity
+    report.history["prune"] = fine_tune(
+        pruned, images, labels, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
+        seed=seed, label_smoothing=label_smoothing, callbacks=[sp.UpdatePruningStep()]
+    )["accuracy"]
+    stripped = sp.strip_pruning(pruned)
+    report.measured_sparsity = kernel_sparsity(stripped)
+    return stripped
+
+
+def _annotate_supported(model: keras.Model, registry, report: CompressionReport):
+    """Annotate what the scheme can quantize; leave the rest float and record it.
+
+    BatchNormalization directly after a convolution is annotated too: tfmot folds it into the
+    convolution (its Conv2D/DepthwiseConv2D + BatchNorm layout transforms).
+    """
+    tfmot = _tfmot()
+    qk = tfmot.quantization.keras
+
+    def producer(layer):
+        nodes = layer.inbound_nodes
+        if not nodes:
+            return None
+        inbound = nodes[0].inbound_layers
+        return inbound if not isinstance(inbound, list) else (inbound[0] if inbound else None)
+
+    def annotate(layer):
+        if isinstance(layer, keras.layers.InputLayer):
+            return layer.__class__.from_config(layer.get_config())
+        folded = (isinstance(layer, keras.layers.BatchNormalization)
+                  and isinstance(producer(layer), _FOLDED_BY_CONV))
+        if folded or registry.supports(layer):
+            report.quantized_layers.append(layer.name)
+            return qk.quantize_annotate_layer(layer)
+        report.float_layers.append(layer.name)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=annotate)
+
+
+def _prune_preserve_scheme():
+    """Default8BitPrunePreserveQuantizeScheme whose registry's ``supports()`` agrees with
+    ``get_quantize_config()``.
+
+    tfmot 0.8.1's prune-preserve registry reports every weightless layer (e.g. Normalization)
+    as supported, then delegates to the default 8-bit registry, which rejects it inside
+    ``quantize_apply``; here a layer is supported only when both registries support it.
+    """
+    tfmot = _tfmot()
+    from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E501
+        prune_preserve_quantize_registry as pp,
+    )
+
+    default_registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(
+    ).get_quantize_registry()
+
+    class Registry(pp.Default8bitPrunePreserveQuantizeRegistry):
+        def supports(self, layer):
+            return default_registry.supports(layer) and super().supports(layer)
+
+    class Scheme(tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme):
+        def get_quantize_registry(self):
+            return Registry()
+
+    return Scheme()
+
+
+def quantize_aware(model: keras.Model, images, labels, *, pruned: bool, epochs: int, lr: float,
+                   batch_size: int, augment, seed: int, label_smoothing: float,
+                   report: CompressionReport) -> keras.Model:
+    """Quantization-aware training: pruning-preserving for pruned models, default 8-bit
+    otherwise. Layers the scheme cannot quantize (Normalization, Resizing, ...) stay float
+    and are listed in ``report.float_layers``.
+
+    Returns:
+        The QAT model (fake-quant nodes inside), ready for the TFLite converter.
+    """
+    tfmot = _tfmot()
+    qk = tfmot.quantization.keras
+    if pruned:
+        scheme = _prune_preserve_scheme()
+        report.qat_scheme = "Default8BitPrunePreserveQuantizeScheme"
+    else:
+        scheme = qk.default_8bit.Default8BitQuantizeScheme()
+        report.qat_scheme = "Default8BitQuantizeScheme"
+    annotated = _annotate_supported(model, scheme.get_quantize_registry(), report)
+    with qk.quantize_scope():
+        qat = qk.quantize_apply(annotated, scheme)
+    if epochs:
+        report.history["qat"] = fine_tune(
+            qat, images, labels, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
+            seed=seed, label_smoothing=label_smoothing)["accuracy"]
+    return qat

@@ -1,0 +1,67 @@
+"""Typed, frozen export configuration; saved as ``export/export_config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from fmnist_edge.formats import FORMATS, INT8_SET
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Everything that determines an export.
+
+    Attributes:
+        formats: artifact formats to produce (names of ``fmnist_edge.formats.FORMATS``).
+        sparsity: final magnitude-pruning sparsity of Conv2D/Dense kernels (0 skips pruning).
+        prune_epochs: fine-tuning epochs while pruning (PolynomialDecay schedule, Zhu & Gupta
+            2017, arXiv:1710.01878, as in tfmot's pruning guide).
+        qat_epochs: quantization-aware fine-tuning epochs (0 skips QAT: post-training only).
+        lr: fine-tuning learning rate (cosine-decayed).
+        batch_size: fine-tuning batch size.
+        calibration_samples: training images in the representative dataset (calibration of
+            int8 ranges the QAT model does not carry, and of onnxruntime static quantization).
+        int8_io: ``int8`` or ``uint8`` input/output of the full-integer TFLite model.
+        max_accuracy_drop: gate: the largest test top-1 loss of an int8 artifact against the
+            float Keras model, in percentage points.
+        float_atol: gate: the largest |logit| difference of a float32 artifact vs Keras.
+        train_limit: fine-tune on this many training images only (0: all but validation).
+        val_size: validation images held out (used to choose the ONNX int8 method).
+        latency_runs: timed batch-1 calls per artifact for p50/p90 latency.
+        seed: seed of sampling and fine-tuning.
+    """
+
+    formats: tuple[str, ...] = INT8_SET
+    sparsity: float = 0.5
+    prune_epochs: int = 2
+    qat_epochs: int = 2
+    lr: float = 1e-4
+    batch_size: int = 128
+    calibration_samples: int = 500
+    int8_io: str = "int8"
+    max_accuracy_drop: float = 0.5
+    float_atol: float = 1e-4
+    train_limit: int = 0
+    val_size: int = 5000
+    latency_runs: int = 300
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.formats if f not in FORMATS]
+        checks = [
+            (not unknown, f"unknown formats {unknown}; choose from {sorted(FORMATS)}"),
+            (0 <= self.sparsity < 1, "sparsity must be in [0, 1)"),
+            (self.prune_epochs >= 0 and self.qat_epochs >= 0, "epochs must be >= 0"),
+            (self.sparsity == 0 or self.prune_epochs > 0,
+             "pruning needs --prune-epochs >= 1 (or --sparsity 0)"),
+            (self.int8_io in ("int8", "uint8"), "int8_io must be int8 or uint8"),
+            (self.calibration_samples >= 1, "calibration_samples must be >= 1"),
+            (self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

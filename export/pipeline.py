@@ -1,0 +1,297 @@
+"""``fmnist-edge export``: compress, convert, verify parity, write ``<run>/export/``.
+
+The whole export folder is assembled in a temporary sibling folder and renamed into place at
+the end, so a crash never leaves a half-written export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmnist_edge import atomic, data, runs
+from fmnist_edge.contract import LABELS, MODEL_INPUT_SHAPE, ModelCard
+from fmnist_edge.export import compress, convert, parity, report
+from fmnist_edge.export.config import ExportConfig
+from fmnist_edge.formats import FORMATS
+from fmnist_edge.runtime import ModelFileError, load
+from fmnist_edge.runtime.card import sidecar_path
+from fmnist_edge.train.config import AugmentConfig, TrainConfig
+from fmnist_edge.train.keras_shim import keras
+
+log = logging.getLogger(__name__)
+
+EXPORT_DIR = "export"
+PACKAGES = ("fmnist-edge", "tensorflow", "tf-keras", "tensorflow-model-optimization",
+            "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy")
+
+
+class ExportError(RuntimeError):
+    """The export could not be made (existing output, unreadable model, ...)."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the export went, its parity record, and whether the gate passed."""
+
+    out_dir: Path
+    parity: dict[str, Any]
+    passed: bool
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _load_keras(path: Path) -> keras.Model:
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises many types for bad archives
+        raise ModelFileError(f"{path}: not a readable Keras model ({exc}); "
+                             "train again or pass another run") from exc
+
+
+def _train_config(run_dir: Path) -> TrainConfig | None:
+    path = run_dir / runs.CONFIG_FILE
+    return TrainConfig.read(path) if path.is_file() else None
+
+
+def _tflite_io(path: Path) -> dict[str, Any]:
+    rt = load(path)
+    return {"input_dtype": str(rt.input_dtype), "input_scale": float(rt.input_scale),
+            "input_zero_point": int(rt.input_zero_point),
+            "output_scale": float(rt.output_scale),
+            "output_zero_point": int(rt.output_zero_point)}
+
+
+def export_run(source: str | Path | None, config: ExportConfig, *,
+               data_dir: str | Path | None = None,
+               runs_dir: str | Path = runs.DEFAULT_RUNS_DIR,
+               out_dir: str | Path | None = None, overwrite: bool = False) -> ExportResult:
+    """Export a trained run: prune + QAT, convert, verify parity on the full test set.
+
+    Args:
+        source: run folder or ``.keras`` file (``None``: the newest run under ``runs_dir``).
+        config: export settings.
+        data_dir: Fashion-MNIST folder (else located as in :func:`fmnist_edge.data.locate`).
+        runs_dir: where to look for the newest run.
+        out_dir: output folder (default ``<run>/export``).
+        overwrite: replace an existing export folder.
+
+    Returns:
+        :class:`ExportResult`; ``passed`` is False when an artifact failed the gate (the
+        folder is still written, with the failure recorded in parity.json/parity.md).
+
+    Raises:
+        fmnist_edge.runs.RunError: no such run / model.
+        fmnist_edge.runtime.ModelFileError: unreadable or non-conforming model.
+        ExportError: output exists and ``overwrite`` is false.
+        fmnist_edge.data.DataError: missing or corrupt data.
+    """
+    start = time.perf_counter()
+    model_path = runs.resolve_model(source if source is not None else runs.newest_run(runs_dir))
+    run_dir = model_path.parent
+    out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} already exists; pass --overwrite to replace it")
+    reference = _load_keras(model_path)
+    if tuple(reference.input_shape) != MODEL_INPUT_SHAPE or reference.output_shape != (None, 10):
+        raise ModelFileError(f"{model_path}: maps {reference.input_shape} -> "
+                             f"{reference.output_shape}, not the contract")
+
+    train_cfg = _train_config(run_dir)
+    val_size = train_cfg.val_size if train_cfg else config.val_size
+    split_seed = train_cfg.seed if train_cfg else config.seed
+    augment = train_cfg.augment if train_cfg else AugmentConfig()
+    smoothing = train_cfg.label_smoothing if train_cfg else 0.0
+    x, y = data.load_split("train", data_dir)
+    x_test, y_test = data.load_split("test", data_dir)
+    train_idx, val_idx = data.stratified_split(y, val_size, seed=split_seed)
+    if config.train_limit and config.train_limit < len(train_idx):
+        _, keep = data.stratified_split(y[train_idx], config.train_limit, seed=config.seed)
+        train_idx = train_idx[keep]
+    x_tr, y_tr, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    rng = np.random.default_rng(config.seed)
+    calibration = x_tr[rng.choice(len(x_tr), min(config.calibration_samples, len(x_tr)),
+                                  replace=False)]
+    keras.utils.set_random_seed(config.seed)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        result = _export_into(stage, model_path, reference, config, x_tr, y_tr, x_val, y_val,
+                              x_test, y_test, calibration, augment, smoothing, start)
+        if out.exists():
+            shutil.rmtree(out)
+        stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return ExportResult(out, result, result["gate"]["status"] == "passed")
+
+
+def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: ExportConfig,
+                 x_tr, y_tr, x_val, y_val, x_test, y_test, calibration, augment, smoothing,
+                 start: float) -> dict[str, Any]:
+    formats = [FORMATS[f] for f in config.formats]
+    ref_logits = np.asarray(reference.predict(x_test[..., None].astype(np.float32),
+                                              batch_size=512, verbose=0), np.float32)
+    ref_accuracy = float((ref_logits.argmax(1) == y_test).mean())
+    base_card = {"name": reference.name, "labels": list(LABELS),
+                 "input_spec": ModelCard().input_spec, "source_run": str(model_path.parent),
+                 "reference_test_accuracy": ref_accuracy}
+    files: dict[str, Path] = {}
+    notes: dict[str, Any] = {}
+    comp = compress.CompressionReport()
+
+    # Float artifacts: exact conversions of the reference model.
+    for fmt in formats:
+        if fmt.quantized:
+            continue
+        path = stage / fmt.filename
+        if fmt.suffix == ".tflite":
+            blob = convert.to_tflite(reference, fmt.name.split("-", 1)[1])
+            atomic.write_bytes(path, convert.add_tflite_metadata(
+                blob, {**base_card, "format": fmt.name}))
+        else:
+            proto = convert.set_onnx_card(convert.to_onnx(reference),
+                                          {**base_card, "format": fmt.name})
+            atomic.write_bytes(path, proto.SerializeToString())
+        files[fmt.name] = path
+
+    # int8 artifacts: prune (optional) + QAT, then convert.
+    if any(f.quantized for f in formats):
+        work = _load_keras(model_path)  # pruning mutates the layers it wraps
+        tune = dict(lr=config.lr, batch_size=config.batch_size, augment=augment,
+                    seed=config.seed, label_smoothing=smoothing, report=comp)
+        if config.sparsity > 0:
+            work = compress.prune(work, x_tr, y_tr, sparsity=config.sparsity,
+                                  epochs=config.prune_epochs, **tune)
+        float_compressed = work
+        qat = compress.quantize_aware(work, x_tr, y_tr, pruned=config.sparsity > 0,
+                                      epochs=config.qat_epochs, **tune)
+        if "tflite-int8" in config.formats:
+            path = stage / FORMATS["tflite-int8"].filename
+            blob = convert.to_tflite(qat, "int8", calibration, config.int8_io)
+            atomic.write_bytes(path, convert.add_tflite_metadata(
+                blob, {**base_card, "format": "tflite-int8"}))
+            files["tflite-int8"] = path
+            notes["tflite-int8"] = _tflite_io(path)
+        if "onnx-int8" in config.formats:
+            files["onnx-int8"], notes["onnx-int8"] = _onnx_int8(
+                stage, qat, float_compressed, calibration, x_val, y_val, base_card)
+
+    # Cards (JSON sidecars with sha256) and parity on the full test set.
+    records, logits = [], {}
+    for fmt in formats:
+        path = files[fmt.name]
+        record, logits[fmt.name] = parity.measure(path, fmt.name, x_test, y_test, ref_logits,
+                                                  latency_runs=config.latency_runs)
+        parity.judge(record, max_accuracy_drop=config.max_accuracy_drop,
+                     float_atol=config.float_atol)
+        records.append(record)
+        card = ModelCard(name=reference.name, format=fmt.name, source_run=str(model_path.parent),
+                         test_accuracy=record.top1_accuracy, sha256=_sha256(path),
+                         extra={"reference_test_accuracy": ref_accuracy,
+                                **({"io": notes[fmt.name]} if fmt.name in notes else {})})
+        atomic.write_text(sidecar_path(path), card.to_json() + "\n")
+    passed = all(r.passed for r in records)
+    result: dict[str, Any] = {
+        "source_model": str(model_path),
+        "num_test_images": int(len(y_test)),
+        "reference": {"format": "keras", "top1_accuracy": ref_accuracy,
+                      "parameters": int(reference.count_params())},
+        "artifacts": [parity.to_dict(r) for r in records],
+        "gate": {"status": "passed" if passed else "failed",
+                 "max_accuracy_drop_pp": config.max_accuracy_drop,
+                 "float_atol": config.float_atol},
+    }
+    if "tflite-int8" in logits and "onnx-int8" in logits:
+        result["cross_runtime_int8_agreement"] = float(
+            (logits["tflite-int8"].argmax(1) == logits["onnx-int8"].argmax(1)).mean())
+    result["int8_per_class_delta_pp"] = {
+        r.format: r.per_class_accuracy_delta_pp for r in records if FORMATS[r.format].quantized}
+    atomic.write_json(stage / "parity.json", result)
+    atomic.write_text(stage / "parity.md", report.markdown(result))
+    report.plot(result, stage / "parity.png")
+    manifest = {
+        "source_model": str(model_path),
+        "source_sha256": _sha256(model_path),
+        "labels": list(LABELS),
+        "input": {"shape": [None, 28, 28, 1], "dtype": "float32",
+                  "range": "raw pixels 0-255, dark background (int8 models: see io)"},
+        "output": {"shape": [None, 10], "meaning": "logits"},
+        "config": config.to_dict(),
+        "compression": asdict(comp),
+        "artifacts": {
+            name: {"file": path.name, "format": name, "sha256": _sha256(path),
+                   "size_bytes": path.stat().st_size, "runtime": FORMATS[name].runtime,
+                   "quantized": FORMATS[name].quantized, **notes.get(name, {})}
+            for name, path in files.items()},
+        "gate": result["gate"],
+        "versions": _versions(),
+        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "export_time_s": time.perf_counter() - start,
+    }
+    atomic.write_json(stage / "manifest.json", manifest)
+    atomic.write_json(stage / "export_config.json", config.to_dict())
+    return result
+
+
+def _onnx_int8(stage: Path, qat, float_compressed, calibration, x_val, y_val, card
+               ) -> tuple[Path, dict[str, Any]]:
+    """Make the ONNX int8 two ways and keep the one more accurate on the validation split.
+
+    Both are onnxruntime ``quantize_static`` QDQ models (int8 weights and activations),
+    calibrated on ``calibration``; they differ in the float graph quantized:
+    ``qat-weights``: tf2onnx of the QAT model with its fake-quant nodes stripped (the weights
+    QAT trained, already on the int8 grid); ``ptq``: tf2onnx of the compressed float model.
+    """
+    path = stage / FORMATS["onnx-int8"].filename
+    candidates: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    sources = {"qat-weights": lambda: convert.strip_qdq(convert.to_onnx(qat)),
+               "ptq": lambda: convert.to_onnx(float_compressed)}
+    scores = {}
+    with tempfile.TemporaryDirectory(dir=stage) as tmp:
+        tmp = Path(tmp)
+        for name, make_float in sources.items():
+            work = tmp / name
+            work.mkdir()
+            try:
+                candidates[name] = convert.onnx_int8_static(make_float(), calibration, work)
+            except Exception as exc:  # record why and keep the other method
+                errors[name] = f"{type(exc).__name__}: {exc}"[:500]
+                continue
+            trial = work / "trial.onnx"
+            trial.write_bytes(candidates[name].SerializeToString())
+            scores[name] = float((load(trial).logits(x_val).argmax(1) == y_val).mean())
+    if not scores:
+        raise ExportError(f"ONNX int8 conversion failed both ways: {json.dumps(errors)}")
+    method = max(scores, key=scores.get)
+    proto = convert.set_onnx_card(candidates[method], {**card, "format": "onnx-int8",
+                                                       "method": method})
+    atomic.write_bytes(path, proto.SerializeToString())
+    return path, {"method": method, "validation_top1_by_method": scores,
+                  "method_errors": errors}

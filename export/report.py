@@ -1,0 +1,70 @@
+"""parity.md (table) and parity.png (accuracy vs latency, marker area = size)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fmnist_edge import atomic
+
+
+def markdown(parity: dict) -> str:
+    """The parity table as Markdown."""
+    ref = parity["reference"]
+    lines = [
+        f"# Export parity: {parity['source_model']}",
+        "",
+        f"Float Keras reference: test top-1 {ref['top1_accuracy']:.2%} on "
+        f"{parity['num_test_images']} images. Gate: int8 drop <= "
+        f"{parity['gate']['max_accuracy_drop_pp']} pp, float32 |logit diff| <= "
+        f"{parity['gate']['float_atol']:.0e}. Result: **{parity['gate']['status']}**.",
+        "",
+        "| format | top-1 | delta (pp) | agreement | max abs logit diff | size (bytes) "
+        "| gzip (bytes) | p50 ms | p90 ms | gate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for a in parity["artifacts"]:
+        lines.append(
+            f"| {a['format']} | {a['top1_accuracy']:.2%} | {a['accuracy_delta_pp']:+.2f} "
+            f"| {a['top1_agreement']:.2%} | {a['max_abs_logit_diff']:.2e} | {a['size_bytes']:,} "
+            f"| {a['gzip_bytes']:,} | {a['latency_p50_ms']:.3f} | {a['latency_p90_ms']:.3f} "
+            f"| {'pass' if a['passed'] else 'FAIL: ' + '; '.join(a['reasons'])} |")
+    cross = parity.get("cross_runtime_int8_agreement")
+    if cross is not None:
+        lines += ["", f"int8 TFLite vs int8 ONNX top-1 agreement: {cross:.2%}"]
+    worst = parity.get("int8_per_class_delta_pp")
+    if worst:
+        lines += ["", "Per-class top-1 delta of the int8 artifacts (pp):", "",
+                  "| class | " + " | ".join(worst) + " |",
+                  "|---|" + "---|" * len(worst)]
+        classes = next(iter(worst.values())).keys()
+        for c in classes:
+            lines.append(f"| {c} | " + " | ".join(f"{worst[f][c]:+.1f}" for f in worst) + " |")
+    lines += ["", "Latency: batch 1, one thread, this machine; sizes are file bytes."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(parity: dict, path: Path) -> Path:
+    """Scatter of top-1 accuracy against p50 batch-1 latency; marker area ~ file size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arts = parity["artifacts"]
+    biggest = max(a["size_bytes"] for a in arts)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for a in arts:
+        ax.scatter(a["latency_p50_ms"], a["top1_accuracy"] * 100,
+                   s=40 + 900 * a["size_bytes"] / biggest, alpha=0.6)
+        ax.annotate(f"{a['format']}\n{a['size_bytes'] / 1024:.0f} KiB",
+                    (a["latency_p50_ms"], a["top1_accuracy"] * 100), fontsize=8,
+                    xytext=(6, 6), textcoords="offset points")
+    ax.axhline(parity["reference"]["top1_accuracy"] * 100, ls="--", c="gray",
+               label="float Keras")
+    ax.set(xlabel="p50 latency, batch 1, 1 thread (ms)", ylabel="test top-1 (%)",
+           title="accuracy vs latency (marker area = file size)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+    return path

@@ -1,0 +1,62 @@
+"""The export formats: one table (name, suffix, runtime, quantized, what it is)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Format:
+    """One artifact format.
+
+    Attributes:
+        name: stable identifier used on the CLI (``--formats``) and in manifests.
+        suffix: file suffix; the runtime is chosen from it.
+        runtime: library that runs it on a device.
+        quantized: weights and activations are integers (int8), i.e. accuracy may drop and
+            parity is judged by accuracy, not by logits.
+        float_reference: must reproduce the float Keras model's logits (fp32: atol 1e-4).
+        description: one line for tables.
+    """
+
+    name: str
+    suffix: str
+    runtime: str
+    quantized: bool
+    float_reference: bool
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return f"model_{self.name.split('-', 1)[1]}{self.suffix}"
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("tflite-fp32", ".tflite", "litert", False, True, "TFLite float32"),
+    Format("tflite-fp16", ".tflite", "litert", False, False,
+           "TFLite float16 weights, float32 compute"),
+    Format("tflite-dynamic", ".tflite", "litert", False, False,
+           "TFLite dynamic-range: int8 weights, float activations"),
+    Format("tflite-int8", ".tflite", "litert", True, False,
+           "TFLite full-integer int8 (pruned + QAT), int8 I/O"),
+    Format("onnx-fp32", ".onnx", "onnxruntime", False, True, "ONNX float32 (tf2onnx)"),
+    Format("onnx-int8", ".onnx", "onnxruntime", True, False, "ONNX int8 QDQ (pruned + QAT)"),
+)}
+
+#: What ``--int8`` produces: the int8 artifacts and their float references.
+INT8_SET = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
+FP16_SET = ("tflite-fp16",)
+
+
+def parse_formats(names: str | list[str]) -> tuple[str, ...]:
+    """``"tflite-int8,onnx-fp32"`` or a list -> validated tuple of format names.
+
+    Raises:
+        ValueError: an unknown name (the message lists the choices).
+    """
+    items = names.split(",") if isinstance(names, str) else list(names)
+    items = [n.strip() for n in items if n.strip()]
+    unknown = [n for n in items if n not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown format(s) {unknown}; choose from {sorted(FORMATS)}")
+    return tuple(dict.fromkeys(items))

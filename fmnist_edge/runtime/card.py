@@ -1,0 +1,23 @@
+"""Find the model card of an artifact: its JSON sidecar ``<file>.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fmnist_edge.contract import ModelCard
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """``model_int8.tflite`` -> ``model_int8.tflite.json``."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".json")
+
+
+def card_for(model_path: Path, fmt: str, embedded: dict | None = None) -> ModelCard:
+    """The sidecar card if present, else one from embedded metadata, else a minimal card."""
+    side = sidecar_path(model_path)
+    if side.is_file():
+        return ModelCard.read(side)
+    if embedded:
+        return ModelCard.from_dict(embedded)
+    return ModelCard(name=model_path.stem, format=fmt)

@@ -1,0 +1,95 @@
+"""TFLite models through LiteRT (``ai_edge_litert``), falling back to ``tflite_runtime`` and,
+only when neither is installed, to TensorFlow's deprecated ``tf.lite.Interpreter``."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+
+from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, check_images
+from fmnist_edge.runtime.base import ModelFileError
+from fmnist_edge.runtime.card import card_for
+from fmnist_edge.runtime.quant import dequantize_output, quantize_input
+
+#: Interpreter classes tried in order: (module, attribute).
+INTERPRETERS = (
+    ("ai_edge_litert.interpreter", "Interpreter"),
+    ("tflite_runtime.interpreter", "Interpreter"),
+    ("tensorflow.lite", "Interpreter"),
+)
+
+
+def interpreter_class():
+    """The first importable TFLite interpreter class.
+
+    Raises:
+        ImportError: none installed (names the extra to install).
+    """
+    for module, attr in INTERPRETERS:
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ImportError:
+            continue
+    raise ImportError('.tflite models need LiteRT: pip install "fmnist-edge[litert]"')
+
+
+class LiteRTRuntime:
+    """A ``.tflite`` model; float, fp16, dynamic-range or full-integer (int8/uint8 I/O).
+
+    Args:
+        path: the model file.
+        num_threads: interpreter threads (``None``: LiteRT's default).
+        max_batch: images per ``invoke`` (larger inputs are processed in chunks).
+    """
+
+    def __init__(self, path: str | Path, *, num_threads: int | None = None,
+                 max_batch: int = 256):
+        self.path = Path(path)
+        cls = interpreter_class()
+        try:
+            self.interpreter = cls(model_path=str(self.path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except Exception as exc:  # LiteRT raises ValueError/RuntimeError for bad flatbuffers
+            raise ModelFileError(f"{self.path}: not a valid TFLite model ({exc}); the file is "
+                                 "corrupt or truncated: export or download it again") from exc
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelFileError(f"{self.path}: expected 1 input and 1 output, found "
+                                 f"{len(inputs)} and {len(outputs)}")
+        self._in, self._out = inputs[0], outputs[0]
+        in_shape, out_shape = list(self._in["shape"]), list(self._out["shape"])
+        if in_shape[1:] != [IMAGE_SIZE, IMAGE_SIZE, 1] or out_shape[1:] != [NUM_CLASSES]:
+            raise ModelFileError(f"{self.path}: model maps {in_shape} -> {out_shape}, not the "
+                                 f"contract [N, 28, 28, 1] -> [N, 10]")
+        self.input_dtype = np.dtype(self._in["dtype"])
+        self.input_scale, self.input_zero_point = self._in["quantization"]
+        self.output_scale, self.output_zero_point = self._out["quantization"]
+        self.max_batch = max_batch
+        self._batch = int(in_shape[0])
+        self.card = card_for(self.path, "tflite")
+
+    def _resize(self, n: int) -> None:
+        if n != self._batch:
+            self.interpreter.resize_tensor_input(self._in["index"], [n, IMAGE_SIZE, IMAGE_SIZE, 1])
+            self.interpreter.allocate_tensors()
+            self._batch = n
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """uint8[N, 28, 28] -> float32[N, 10] logits (dequantized for integer outputs)."""
+        images = check_images(images, source=str(self.path))
+        chunks = []
+        for start in range(0, len(images), self.max_batch):
+            batch = images[start:start + self.max_batch]
+            self._resize(len(batch))
+            x = quantize_input(batch[..., None].astype(np.float32), self.input_dtype,
+                               self.input_scale, self.input_zero_point)
+            self.interpreter.set_tensor(self._in["index"], x)
+            self.interpreter.invoke()
+            raw = self.interpreter.get_tensor(self._out["index"])
+            chunks.append(dequantize_output(raw, self.output_scale, self.output_zero_point))
+        if not chunks:
+            return np.empty((0, NUM_CLASSES), np.float32)
+        return np.concatenate(chunks)

@@ -1,0 +1,79 @@
+"""ONNX models through onnxruntime (CPU execution provider)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, check_images
+from fmnist_edge.runtime.base import ModelFileError
+from fmnist_edge.runtime.card import card_for
+from fmnist_edge.runtime.quant import quantize_input
+
+#: ONNX metadata_props key holding the model card as JSON.
+CARD_KEY = "fmnist_edge_card"
+
+_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(int8)": np.int8,
+               "tensor(uint8)": np.uint8}
+
+
+class OnnxRuntime:
+    """An ``.onnx`` model (float or QDQ int8) on onnxruntime's CPU provider.
+
+    Args:
+        path: the model file.
+        num_threads: intra-op threads (``None``: onnxruntime's default).
+        max_batch: images per ``run`` (larger inputs are processed in chunks).
+    """
+
+    def __init__(self, path: str | Path, *, num_threads: int | None = None,
+                 max_batch: int = 512):
+        self.path = Path(path)
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ImportError(".onnx models need onnxruntime: pip install fmnist-edge") from exc
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, ...
+            raise ModelFileError(f"{self.path}: not a valid ONNX model ({exc}); the file is "
+                                 "corrupt or truncated: export or download it again") from exc
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ModelFileError(f"{self.path}: expected 1 input and 1 output, found "
+                                 f"{len(inputs)} and {len(outputs)}")
+        self._in, self._out = inputs[0], outputs[0]
+        if (list(self._in.shape[1:]) != [IMAGE_SIZE, IMAGE_SIZE, 1]
+                or list(self._out.shape[1:]) != [NUM_CLASSES]
+                or self._in.type not in _ONNX_TYPES):
+            raise ModelFileError(f"{self.path}: model maps {self._in.type}{self._in.shape} -> "
+                                 f"{self._out.shape}, not the contract "
+                                 "float32[N, 28, 28, 1] -> [N, 10]")
+        self.input_dtype = np.dtype(_ONNX_TYPES[self._in.type])
+        self.max_batch = max_batch
+        meta = self.session.get_modelmeta().custom_metadata_map
+        embedded = json.loads(meta[CARD_KEY]) if CARD_KEY in meta else None
+        self.card = card_for(self.path, "onnx", embedded)
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """uint8[N, 28, 28] -> float32[N, 10] logits."""
+        images = check_images(images, source=str(self.path))
+        chunks = []
+        for start in range(0, len(images), self.max_batch):
+            batch = images[start:start + self.max_batch][..., None].astype(np.float32)
+            # Integer-input models (rare in ONNX) take uint8/int8 pixels: scale 1, offset.
+            zero_point = -128 if self.input_dtype == np.int8 else 0
+            x = quantize_input(batch, self.input_dtype, 1.0, zero_point)
+            chunks.append(np.asarray(self.session.run([self._out.name], {self._in.name: x})[0],
+                                     dtype=np.float32))
+        if not chunks:
+            return np.empty((0, NUM_CLASSES), np.float32)
+        return np.concatenate(chunks)
