@@ -144,5 +144,69 @@ def evaluate(
         typer.echo(f"{name:<12} " + " ".join(f"{v:>4}" for v in row))
 
 
+@app.command()
+def export(
+    source: Annotated[Path | None, typer.Argument(
+        help="Run folder or .keras file (default: the newest run under --runs-dir).")] = None,
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="int8 TFLite and ONNX plus their float references.")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also the float16 TFLite.")] = False,
+    formats: Annotated[str | None, typer.Option(
+        help="Comma-separated formats: tflite-fp32, tflite-fp16, tflite-dynamic, "
+             "tflite-int8, onnx-fp32, onnx-int8.")] = None,
+    sparsity: Annotated[float, typer.Option(help="Pruning sparsity (0: no pruning).")] = 0.5,
+    prune_epochs: Annotated[int, typer.Option()] = 2,
+    qat_epochs: Annotated[int, typer.Option()] = 2,
+    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 1e-4,
+    batch_size: Annotated[int, typer.Option()] = 128,
+    calibration_samples: Annotated[int, typer.Option(
+        help="Training images in the representative dataset.")] = 500,
+    int8_io: Annotated[str, typer.Option(help="int8 or uint8 TFLite model I/O.")] = "int8",
+    max_accuracy_drop: Annotated[float, typer.Option(
+        help="Gate: largest int8 top-1 loss vs float, percentage points.")] = 0.5,
+    train_limit: Annotated[int, typer.Option(
+        help="Fine-tune on this many training images (0: all).")] = 0,
+    latency_runs: Annotated[int, typer.Option(help="Timed batch-1 calls per artifact.")] = 300,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/export).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
+    runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
+    data_dir: DataDir = None,
+) -> None:
+    """Prune + QAT, convert to TFLite/ONNX, and verify parity on the full test set.
+
+    Exits 2 when an artifact fails the parity gate."""
+    from fmnist_edge.data import DataError
+    from fmnist_edge.formats import FP16_SET, INT8_SET, parse_formats
+    from fmnist_edge.runs import RunError
+    from fmnist_edge.runtime import ModelFileError
+
+    try:
+        from fmnist_edge.export.config import ExportConfig
+        from fmnist_edge.export.pipeline import ExportError, export_run
+    except ImportError as exc:
+        _fail(f"export needs TensorFlow ({exc}): pip install \"fmnist-edge[train]\"")
+    try:
+        chosen = parse_formats(formats) if formats else ()
+        if int8 or not chosen and not fp16:
+            chosen = (*chosen, *INT8_SET)
+        if fp16:
+            chosen = (*chosen, *FP16_SET)
+        config = ExportConfig(
+            formats=tuple(dict.fromkeys(chosen)), sparsity=sparsity, prune_epochs=prune_epochs,
+            qat_epochs=qat_epochs, lr=lr, batch_size=batch_size,
+            calibration_samples=calibration_samples, int8_io=int8_io,
+            max_accuracy_drop=max_accuracy_drop, train_limit=train_limit,
+            latency_runs=latency_runs, seed=seed)
+        result = export_run(source, config, data_dir=data_dir, runs_dir=runs_dir, out_dir=out,
+                            overwrite=overwrite)
+    except (DataError, RunError, ModelFileError, ExportError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo((result.out_dir / "parity.md").read_text())
+    if not result.passed:
+        _fail(f"parity gate failed; see {result.out_dir / 'parity.md'}", code=2)
+    typer.echo(f"export written to {result.out_dir}")
+
+
 if __name__ == "__main__":
     app()
