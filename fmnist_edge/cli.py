@@ -145,6 +145,86 @@ def evaluate(
 
 
 @app.command()
+def predict(
+    paths: Annotated[list[str], typer.Argument(help="Image files, directories or globs.")],
+    model: Annotated[Path | None, typer.Option(
+        help="Model file (.onnx, .tflite, .keras); default: the model shipped in the "
+             "package.")] = None,
+    top_k: Annotated[int, typer.Option(help="Classes shown per image.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    save_preprocessed: Annotated[Path | None, typer.Option(
+        help="Write the 28x28 images the model saw to this folder.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
+) -> None:
+    """Classify real photos (Fashion-MNIST conversion pipeline, then the model).
+
+    Exits 1 when any file could not be classified (the others are still reported)."""
+    from fmnist_edge.predict import default_model, predict_paths, to_json
+    from fmnist_edge.runtime import ModelFileError, load
+
+    try:
+        model_path = model if model is not None else default_model()
+        runtime = load(model_path, num_threads=threads)
+        rows = predict_paths(paths, runtime, top_k=top_k, save_preprocessed=save_preprocessed)
+    except (ModelFileError, FileNotFoundError, ImportError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(to_json(rows, model_path), indent=2))
+    else:
+        for row in rows:
+            if row.ok:
+                classes = ", ".join(f"{label} {p:.1%}" for _, label, p in row.top_k)
+                typer.echo(f"{row.path}: {classes}")
+            else:
+                typer.secho(f"{row.path}: error: {row.error}", fg=typer.colors.RED, err=True)
+    if not all(row.ok for row in rows):
+        raise typer.Exit(1)
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        _fail(f"{option} takes positive integers separated by commas, got {text!r}")
+    return values
+
+
+@app.command()
+def benchmark(
+    models: Annotated[list[Path], typer.Argument(help="Model files (.tflite, .onnx, .keras).")],
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1",
+    threads: Annotated[str, typer.Option(help="Comma-separated thread counts.")] = "1",
+    runs: Annotated[int, typer.Option(help="Timed calls per setting.")] = 200,
+    duration: Annotated[float | None, typer.Option(
+        help="Time each setting for at least this many seconds.")] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 20,
+    as_json: Annotated[Path | None, typer.Option("--json", help="Write JSON here.")] = None,
+    as_csv: Annotated[Path | None, typer.Option("--csv", help="Write CSV here.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Latency (p50/p90/p99 ms), throughput (img/s), size, load time and memory, side by
+    side; ratios are against the first model."""
+    from fmnist_edge import atomic
+    from fmnist_edge.benchmark import benchmark as run_benchmark
+    from fmnist_edge.benchmark import to_csv, to_table
+    from fmnist_edge.runtime import ModelFileError
+
+    try:
+        result = run_benchmark(models, batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+                               threads=_int_list(threads, "--threads"), runs=runs,
+                               duration_s=duration, warmup=warmup, data_dir=data_dir)
+    except (ModelFileError, ImportError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(to_table(result))
+    if as_json is not None:
+        atomic.write_json(as_json, result)
+    if as_csv is not None:
+        atomic.write_text(as_csv, to_csv(result))
+
+
+@app.command()
 def export(
     source: Annotated[Path | None, typer.Argument(
         help="Run folder or .keras file (default: the newest run under --runs-dir).")] = None,

@@ -44,8 +44,9 @@ class OnnxRuntime:
             self.session = ort.InferenceSession(str(self.path), sess_options=options,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises InvalidProtobuf, Fail, ...
-            raise ModelFileError(f"{self.path}: not a valid ONNX model ({exc}); the file is "
-                                 "corrupt or truncated: export or download it again") from exc
+            raise ModelFileError(
+                f"{self.path}: onnxruntime {ort.__version__} cannot load it ({exc}); if the "
+                "file is truncated or corrupt, export or download it again") from exc
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ModelFileError(f"{self.path}: expected 1 input and 1 output, found "

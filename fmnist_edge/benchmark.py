@@ -1,0 +1,162 @@
+"""``fmnist-edge benchmark``: latency, throughput, size, load time and memory of models,
+side by side, with the machine and library versions recorded."""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import io
+import os
+import platform
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmnist_edge import data
+from fmnist_edge.bench import measure_latency
+from fmnist_edge.runtime import load
+
+
+@dataclass(frozen=True)
+class BenchmarkRow:
+    """One (model, batch size, threads) measurement. Units are in the names."""
+
+    model: str
+    batch_size: int
+    threads: int
+    size_bytes: int
+    load_time_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    throughput_ips: float
+    runs: int
+    rss_mb: float
+    peak_rss_mb: float
+    p50_ratio_to_first: float = 1.0
+    size_ratio_to_first: float = 1.0
+
+
+def _rss_mb() -> float:
+    """Current resident set size in MiB (Linux /proc; falls back to the peak elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if platform.system() == "Darwin" else peak / 2**10
+
+
+def machine() -> dict:
+    """CPU model, core count, OS and the versions of the inference libraries."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        fields = {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        # x86: "model name"; Raspberry Pi: "model name" (core) and "Model" (board).
+        names = [fields[k] for k in ("model name", "Model", "Hardware") if fields.get(k)]
+        cpu = " / ".join(dict.fromkeys(names)) or cpu
+    except OSError:
+        pass
+    versions = {}
+    for name in ("fmnist-edge", "onnxruntime", "ai-edge-litert", "tflite-runtime", "numpy"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "versions": versions}
+
+
+def input_images(data_dir: str | Path | None = None, count: int = 512
+                 ) -> tuple[np.ndarray, str]:
+    """Real test images when Fashion-MNIST is on disk (no download), else seeded random
+    pixels (latency does not depend on content). Returns ``(uint8[count, 28, 28], source)``."""
+    try:
+        images, _ = data.load_split("test", data_dir, download=False)
+        return images[:count], "fashion-mnist test images"
+    except data.DataError:
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 256, (count, 28, 28), dtype=np.uint8), "random pixels"
+
+
+def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs: int = 200,
+              duration_s: float | None = None, warmup: int = 20,
+              data_dir: str | Path | None = None) -> dict:
+    """Benchmark every model at every (batch size, thread count).
+
+    Args:
+        models: model files (.tflite, .onnx, .keras).
+        batch_sizes: images per call.
+        threads: intra-op thread counts.
+        runs: timed calls per setting (minimum when ``duration_s`` is given).
+        duration_s: time each setting for at least this many seconds.
+        warmup: untimed calls first.
+        data_dir: where to find test images (no download).
+
+    Returns:
+        ``{"machine", "inputs", "settings", "rows": [BenchmarkRow as dict]}``; ratios compare
+        each row with the first model's row at the same batch size and threads.
+
+    Raises:
+        fmnist_edge.runtime.ModelFileError: an unreadable model (named).
+    """
+    images, source = input_images(data_dir)
+    rows: list[BenchmarkRow] = []
+    for model in map(Path, models):
+        for n_threads in threads:
+            t0 = time.perf_counter()
+            runtime = load(model, num_threads=n_threads)
+            load_ms = (time.perf_counter() - t0) * 1e3
+            for batch in batch_sizes:
+                lat = measure_latency(runtime, images, batch_size=batch, warmup=warmup,
+                                      runs=runs, duration_s=duration_s)
+                rows.append(BenchmarkRow(
+                    str(model), batch, n_threads, model.stat().st_size, load_ms, lat.p50_ms,
+                    lat.p90_ms, lat.p99_ms, lat.throughput_ips, lat.runs, _rss_mb(),
+                    _peak_rss_mb()))
+            del runtime
+    first = {(r.batch_size, r.threads): r for r in reversed(rows) if r.model == rows[0].model}
+    out = []
+    for r in rows:
+        base = first[(r.batch_size, r.threads)]
+        out.append({**asdict(r), "p50_ratio_to_first": r.p50_ms / base.p50_ms,
+                    "size_ratio_to_first": r.size_bytes / base.size_bytes})
+    return {"machine": machine(), "inputs": source,
+            "settings": {"runs": runs, "duration_s": duration_s, "warmup": warmup},
+            "rows": out}
+
+
+def to_table(result: dict) -> str:
+    """Fixed-width text table of the rows."""
+    head = (f"{'model':<40} {'batch':>5} {'thr':>3} {'size KiB':>9} {'load ms':>8} "
+            f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'img/s':>9} {'x p50':>6} {'x size':>6}")
+    lines = [head, "-" * len(head)]
+    for r in result["rows"]:
+        name = r["model"] if len(r["model"]) <= 40 else "..." + r["model"][-37:]
+        lines.append(f"{name:<40} {r['batch_size']:>5} {r['threads']:>3} "
+                     f"{r['size_bytes'] / 1024:>9.1f} {r['load_time_ms']:>8.1f} "
+                     f"{r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f} {r['p99_ms']:>8.3f} "
+                     f"{r['throughput_ips']:>9.0f} {r['p50_ratio_to_first']:>6.2f} "
+                     f"{r['size_ratio_to_first']:>6.2f}")
+    m = result["machine"]
+    lines.append(f"{m['cpu']}, {m['cores']} cores, {m['platform']}; inputs: {result['inputs']}")
+    return "\n".join(lines)
+
+
+def to_csv(result: dict) -> str:
+    """CSV of the rows (one header line)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(result["rows"][0]))
+    writer.writeheader()
+    writer.writerows(result["rows"])
+    return buf.getvalue()

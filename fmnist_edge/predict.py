@@ -1,0 +1,147 @@
+"""Classify image files: expand paths, convert each photo, run the model once."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fmnist_edge.contract import LABELS, softmax
+from fmnist_edge.preprocess import ImageError, load_image
+from fmnist_edge.runtime import Runtime
+
+#: Suffixes picked up when a directory is given (Pillow decodes these).
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
+                  ".pgm", ".pbm"}
+MODELS_DIR = Path(__file__).parent / "models"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One classified image: ``top_k`` as ``(class index, label, probability)``."""
+
+    path: str
+    top_k: list[tuple[int, str, float]]
+    passthrough: bool
+    ok: bool = True
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One image that could not be classified, with the reason."""
+
+    path: str
+    error: str
+    ok: bool = False
+    top_k: list = field(default_factory=list)
+
+
+def default_model() -> Path:
+    """The model shipped inside the package: the int8 ONNX (onnxruntime is a base
+    dependency), or the int8 TFLite where only LiteRT is installed.
+
+    Raises:
+        FileNotFoundError: the package ships no model (a broken install).
+    """
+    onnx_path = MODELS_DIR / "default_int8.onnx"
+    tflite_path = MODELS_DIR / "default_int8.tflite"
+    if onnx_path.is_file() and importlib.util.find_spec("onnxruntime"):
+        return onnx_path
+    if tflite_path.is_file():
+        return tflite_path
+    if onnx_path.is_file():
+        return onnx_path
+    raise FileNotFoundError(f"no default model in {MODELS_DIR}; reinstall fmnist-edge or "
+                            "pass --model")
+
+
+def expand_paths(items: list[str | Path]) -> tuple[list[Path], list[Failure]]:
+    """Files as given, directories walked recursively for image files, globs expanded.
+
+    Returns:
+        ``(files, failures)``; a name matching nothing is a failure, not an exception.
+    """
+    files: list[Path] = []
+    failures: list[Failure] = []
+    for item in map(str, items):
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*")
+                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                failures.append(Failure(item, "directory holds no image files"))
+            files += found
+        elif path.exists():
+            files.append(path)
+        elif glob.has_magic(item):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True)
+                             if Path(p).is_file())
+            if not matches:
+                failures.append(Failure(item, "pattern matches no files"))
+            files += matches
+        else:
+            failures.append(Failure(item, "no such file or directory"))
+    return files, failures
+
+
+def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
+                  save_preprocessed: str | Path | None = None
+                  ) -> list[Prediction | Failure]:
+    """Classify every image found in ``items``; broken files become :class:`Failure` rows.
+
+    Args:
+        items: files, directories and glob patterns.
+        runtime: a loaded model (:func:`fmnist_edge.runtime.load`).
+        top_k: classes reported per image (1-10).
+        save_preprocessed: folder to write the ``uint8[28, 28]`` images the model saw (PNG).
+
+    Returns:
+        One row per file (in order) plus one per unmatched item.
+
+    Raises:
+        ValueError: ``top_k`` out of range.
+    """
+    if not 1 <= top_k <= len(LABELS):
+        raise ValueError(f"top_k must be in 1..{len(LABELS)}, got {top_k}")
+    files, failures = expand_paths(items)
+    rows: list[Prediction | Failure | None] = []
+    ready: list[tuple[int, Path, np.ndarray, bool]] = []
+    for path in files:
+        try:
+            prepared = load_image(path)
+        except ImageError as exc:
+            rows.append(Failure(str(path), str(exc)))
+            continue
+        ready.append((len(rows), path, prepared.pixels, prepared.passthrough))
+        rows.append(None)
+    if ready:
+        probs = softmax(runtime.logits(np.stack([r[2] for r in ready])))
+        for (slot, path, pixels, passthrough), p in zip(ready, probs):
+            order = np.argsort(-p)[:top_k]
+            rows[slot] = Prediction(str(path), [(int(i), LABELS[i], float(p[i])) for i in order],
+                                    passthrough)
+            if save_preprocessed is not None:
+                out = Path(save_preprocessed)
+                out.mkdir(parents=True, exist_ok=True)
+                from fmnist_edge import atomic
+
+                atomic.write_with(out / f"{path.stem}.png",
+                                  lambda tmp, px=pixels: Image.fromarray(px).save(tmp, "PNG"))
+    return [r for r in rows if r is not None] + failures
+
+
+def to_json(rows: list[Prediction | Failure], model: Path) -> dict:
+    """JSON-ready output: ``{"model", "results": [{"path", "ok", "top_k"|"error"}]}``."""
+    results = []
+    for r in rows:
+        if isinstance(r, Prediction):
+            results.append({"path": r.path, "ok": True, "passthrough": r.passthrough,
+                            "top_k": [{"index": i, "label": label, "probability": p}
+                                      for i, label, p in r.top_k]})
+        else:
+            results.append({"path": r.path, "ok": False, "error": r.error})
+    return {"model": str(model), "results": results}

@@ -1,0 +1,128 @@
+"""``fmnist-edge predict`` and ``benchmark`` through typer's CliRunner, without TensorFlow."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from fmnist_edge import photos
+from fmnist_edge.cli import app
+from fmnist_edge.contract import LABELS
+
+FIXTURES = Path(__file__).parent / "fixtures"
+MODEL = str(FIXTURES / "mlp_int8.onnx")
+runner = CliRunner()
+
+
+@pytest.fixture
+def photo_dir(tmp_path, test_split):
+    images, labels = test_split
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(4):
+        (folder / f"item{i}.jpg").write_bytes(photos.render_photo(images[i], rng))
+    Image.fromarray(images[4]).save(folder / "sub" / "raw28.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    return folder
+
+
+def test_directory_with_a_broken_file(photo_dir):
+    result = runner.invoke(app, ["predict", str(photo_dir), "--model", MODEL])
+    assert result.exit_code == 1  # some failed
+    assert "broken.png: error:" in result.output and "cannot decode" in result.output
+    good = [line for line in result.output.splitlines() if line.endswith("%")]
+    assert len(good) == 5  # the other files still ran (4 photos + one 28x28 in sub/)
+    assert any(label in good[0] for label in LABELS)
+
+
+def test_json_schema(photo_dir, tmp_path):
+    out_dir = tmp_path / "seen"
+    result = runner.invoke(app, ["predict", str(photo_dir / "*.jpg"), str(photo_dir / "nope.jpg"),
+                                 "--model", MODEL, "--json", "--top-k", "3",
+                                 "--save-preprocessed", str(out_dir)])
+    assert result.exit_code == 1
+    doc = json.loads(result.stdout)
+    assert doc["model"] == MODEL
+    ok = [r for r in doc["results"] if r["ok"]]
+    bad = [r for r in doc["results"] if not r["ok"]]
+    assert len(ok) == 4 and len(bad) == 1
+    assert bad[0]["path"].endswith("nope.jpg") and bad[0]["error"]
+    for row in ok:
+        assert set(row) == {"path", "ok", "passthrough", "top_k"}
+        assert len(row["top_k"]) == 3
+        probs = [k["probability"] for k in row["top_k"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+        assert {k["label"] for k in row["top_k"]} <= set(LABELS)
+        assert row["passthrough"] is False
+    saved = sorted(p.name for p in out_dir.iterdir())
+    assert saved == [f"item{i}.png" for i in range(4)]
+    assert np.asarray(Image.open(out_dir / "item0.png")).shape == (28, 28)
+
+
+def test_passthrough_image_and_all_ok_exit_zero(photo_dir):
+    result = runner.invoke(app, ["predict", str(photo_dir / "sub" / "raw28.png"),
+                                 "--model", MODEL, "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["results"][0]["passthrough"] is True
+
+
+def test_bad_model_is_a_clear_error(photo_dir, tmp_path):
+    bad = tmp_path / "cut.onnx"
+    bad.write_bytes(Path(MODEL).read_bytes()[:1000])
+    result = runner.invoke(app, ["predict", str(photo_dir), "--model", str(bad)])
+    assert result.exit_code == 1 and "cut.onnx" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_default_model_ships_with_the_package(photo_dir):
+    from fmnist_edge.predict import default_model
+    from fmnist_edge.runtime import load
+
+    path = default_model()
+    card = load(path).card
+    assert card.labels == LABELS and card.test_accuracy > 0.9 and card.sha256
+    result = runner.invoke(app, ["predict", str(photo_dir / "item0.jpg")])
+    assert result.exit_code == 0, result.output
+    assert any(label in result.output for label in LABELS)
+
+
+def test_benchmark_table_json_csv(tmp_path, data_dir):
+    fp32, int8 = str(FIXTURES / "mlp_fp32.tflite"), str(FIXTURES / "mlp_int8.tflite")
+    result = runner.invoke(app, ["benchmark", fp32, int8, "--batch-sizes", "1,16",
+                                 "--threads", "1", "--runs", "20", "--json",
+                                 str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv"),
+                                 "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert len(doc["rows"]) == 4
+    assert doc["machine"]["cores"] >= 1 and "onnxruntime" in doc["machine"]["versions"]
+    assert doc["inputs"] == "fashion-mnist test images"
+    row = doc["rows"][2]
+    assert row["model"] == int8 and row["batch_size"] == 1
+    assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+    assert row["throughput_ips"] == pytest.approx(1000 / row["p50_ms"], rel=1e-6)
+    assert row["size_ratio_to_first"] < 0.35 and row["peak_rss_mb"] > 0
+    assert doc["rows"][0]["p50_ratio_to_first"] == 1.0
+    assert (tmp_path / "b.csv").read_text().splitlines()[0].startswith("model,batch_size")
+
+
+def test_benchmark_bad_options(tmp_path):
+    result = runner.invoke(app, ["benchmark", str(FIXTURES / "mlp_int8.tflite"),
+                                 "--batch-sizes", "0"])
+    assert result.exit_code == 1 and "--batch-sizes" in result.output
+    result = runner.invoke(app, ["benchmark", str(tmp_path / "none.tflite")])
+    assert result.exit_code == 1 and "none.tflite" in result.output
+
+
+def test_photo_renderer_exif(test_split):
+    rng = np.random.default_rng(0)
+    blob = photos.render_photo(test_split[0][0], rng, exif_rotation=True)
+    img = Image.open(io.BytesIO(blob))
+    assert img.getexif().get(0x0112) in (3, 6, 8)

@@ -1,0 +1,127 @@
+"""The Fashion-MNIST conversion pipeline on real test images rendered as photos, and on
+every odd image mode."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fmnist_edge import photos, preprocess
+from fmnist_edge.preprocess import ImageError
+
+
+@pytest.fixture(scope="module")
+def sample(test_split):
+    images, labels = test_split
+    return images[:40], labels[:40]
+
+
+@pytest.fixture(scope="module")
+def product(sample):
+    """One real test image as an upright white-background photo (PIL RGB)."""
+    rng = np.random.default_rng(5)
+    return Image.open(io.BytesIO(photos.render_photo(sample[0][0], rng))).convert("RGB")
+
+
+def _similar(a: np.ndarray, b: np.ndarray, tol: float = 6.0) -> bool:
+    return float(np.abs(a.astype(int) - b.astype(int)).mean()) < tol
+
+
+def test_fmnist_image_passes_through_untouched(sample):
+    image = sample[0][3]
+    out = preprocess.convert(Image.fromarray(image))
+    assert out.passthrough
+    np.testing.assert_array_equal(out.pixels, image)
+
+
+def test_product_photos_are_converted_back(sample):
+    rng = np.random.default_rng(11)
+    correlations = []
+    for image in sample[0]:
+        photo = Image.open(io.BytesIO(photos.render_photo(image, rng)))
+        out = preprocess.convert(photo)
+        assert not out.passthrough
+        assert out.pixels.shape == (28, 28) and out.pixels.dtype == np.uint8
+        # Dark background, bright object, as in Fashion-MNIST.
+        assert out.pixels[[0, 0, -1, -1], [0, -1, 0, -1]].max() < 40
+        correlations.append(np.corrcoef(out.pixels.ravel().astype(float),
+                                        image.ravel().astype(float))[0, 1])
+    # Close to the original 28x28 images (trimming re-frames objects that had margins).
+    assert np.median(correlations) > 0.85 and min(correlations) > 0.4
+
+
+def test_longest_edge_is_28_and_centred():
+    canvas = Image.new("RGB", (400, 300), "white")
+    canvas.paste(Image.new("RGB", (200, 100), (20, 20, 20)), (150, 60))  # off-centre block
+    out = preprocess.convert(canvas).pixels
+    rows = np.flatnonzero(out.max(axis=1) > 128)
+    cols = np.flatnonzero(out.max(axis=0) > 128)
+    assert cols[0] == 0 and cols[-1] == 27  # longest edge spans 28 px
+    assert abs((rows[0] + rows[-1]) / 2 - 13.5) <= 1  # centred vertically
+    assert 12 <= len(rows) <= 16  # aspect 2:1 kept
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "I;16", "CMYK", "L", "1"])
+def test_odd_modes_match_rgb(product, mode):
+    base = preprocess.convert(product).pixels
+    if mode == "RGBA":
+        # Transparent background (alpha 0, garbage colour) composited on white.
+        rgba = product.convert("RGBA")
+        arr = np.asarray(rgba).copy()
+        white = (arr[..., :3] > 250).all(axis=2)
+        arr[white] = (255, 0, 0, 0)
+        img = Image.fromarray(arr, "RGBA")
+    elif mode == "LA":
+        img = product.convert("LA")
+    elif mode == "I;16":
+        gray = np.asarray(product.convert("L")).astype(np.uint16) * 257
+        img = Image.fromarray(gray)
+        assert img.mode == "I;16"
+    elif mode == "1":
+        img = product.convert("1")
+        base = preprocess.convert(img.convert("L")).pixels
+    elif mode == "P":
+        img = product.convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
+    else:
+        img = product.convert(mode)
+    out = preprocess.convert(img).pixels
+    assert out.shape == (28, 28)
+    assert _similar(out, base, tol=8.0 if mode in ("P", "CMYK") else 3.0), mode
+
+
+@pytest.mark.parametrize("tag", [3, 6, 8])
+def test_exif_orientation_is_applied(product, tmp_path, tag):
+    rotated = product.transpose(photos._ROTATIONS[tag])
+    exif = Image.Exif()
+    exif[0x0112] = tag
+    path = tmp_path / f"rot{tag}.jpg"
+    rotated.save(path, "JPEG", quality=95, exif=exif.tobytes())
+    upright = tmp_path / "upright.jpg"
+    product.save(upright, "JPEG", quality=95)
+    assert _similar(preprocess.load_image(path).pixels, preprocess.load_image(upright).pixels)
+
+
+def test_corrupt_and_truncated_files_name_the_file(product, tmp_path):
+    buf = io.BytesIO()
+    product.save(buf, "JPEG")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(buf.getvalue()[:400])
+    with pytest.raises(ImageError, match="truncated.jpg"):
+        preprocess.load_image(truncated)
+    garbage = tmp_path / "notes.png"
+    garbage.write_text("not an image")
+    with pytest.raises(ImageError, match="notes.png.*cannot decode"):
+        preprocess.load_image(garbage)
+    with pytest.raises(ImageError, match="no such file"):
+        preprocess.load_image(tmp_path / "missing.png")
+
+
+def test_decompression_bomb_guard_stays_on(tmp_path, monkeypatch):
+    path = tmp_path / "big.png"
+    Image.new("L", (200, 200), 255).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 40,000 px > 2x the limit
+    with pytest.raises(ImageError, match="decompression bomb"):
+        preprocess.load_image(path)
