@@ -10,7 +10,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import platform
 import shutil
 import tempfile
 import time
@@ -25,6 +24,7 @@ from fmnist_edge.contract import LABELS, MODEL_INPUT_SHAPE, ModelCard
 from fmnist_edge.export import compress, convert, parity, report
 from fmnist_edge.export.config import ExportConfig
 from fmnist_edge.formats import FORMATS
+from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import ModelFileError, load
 from fmnist_edge.runtime.card import sidecar_path
 from fmnist_edge.train.config import AugmentConfig, TrainConfig
@@ -251,7 +251,7 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
             for name, path in files.items()},
         "gate": result["gate"],
         "versions": _versions(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor()},
+        "provenance": provenance(),
         "export_time_s": time.perf_counter() - start,
     }
     atomic.write_json(stage / "manifest.json", manifest)

@@ -17,6 +17,7 @@ import numpy as np
 
 from fmnist_edge import data
 from fmnist_edge.bench import measure_latency
+from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import load
 
 
@@ -131,7 +132,7 @@ def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs:
         base = first[(r.batch_size, r.threads)]
         out.append({**asdict(r), "p50_ratio_to_first": r.p50_ms / base.p50_ms,
                     "size_ratio_to_first": r.size_bytes / base.size_bytes})
-    return {"machine": machine(), "inputs": source,
+    return {"machine": machine(), "provenance": provenance(), "inputs": source,
             "settings": {"runs": runs, "duration_s": duration_s, "warmup": warmup},
             "rows": out}
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from fmnist_edge import atomic, data, runs
 from fmnist_edge.metrics import classification_report
+from fmnist_edge.provenance import provenance
 from fmnist_edge.train import architectures, plots
 from fmnist_edge.train.callbacks import BestCheckpoint, HistoryWriter
 from fmnist_edge.train.config import TrainConfig, builder_kwargs
@@ -253,7 +254,7 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     strategy, policy = prepare(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
-    _write_state(run_dir, "training")
+    _write_state(run_dir, "training", provenance=provenance())
     with strategy.scope():
         model = architectures.build(config.arch, **kwargs)
         best = fit(model, config, splits, run_dir, verbose=verbose)
@@ -270,6 +271,7 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
         "precision_policy": policy,
         "replicas": strategy.num_replicas_in_sync,
         "environment": environment(),
+        "provenance": provenance(),
     })
     wall = time.perf_counter() - start
     shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)

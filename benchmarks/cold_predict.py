@@ -1,0 +1,56 @@
+"""Cold start: wall time of ``fmnist-edge predict one.png`` as a fresh process, with the
+runtime-only install (no TensorFlow), default model.
+
+    python -m venv /tmp/rt && /tmp/rt/bin/pip install .      # base install: onnxruntime
+    python benchmarks/cold_predict.py --exe /tmp/rt/bin/fmnist-edge \\
+        --out benchmarks/results/cold_predict.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fmnist_edge import atomic, data
+from fmnist_edge.provenance import provenance
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exe", required=True, help="fmnist-edge of the runtime-only venv")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    image = data.load_split("test", args.data_dir)[0][0]
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "one.png"
+        Image.fromarray(image).save(png)
+        subprocess.run([args.exe, "predict", str(png)], check=True, capture_output=True)
+        walls, output = [], ""
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            done = subprocess.run([args.exe, "predict", str(png)], check=True,
+                                  capture_output=True, text=True)
+            walls.append(time.perf_counter() - t0)
+            output = done.stdout.strip()
+    probe = subprocess.run([str(Path(args.exe).with_name("python")), "-c",
+                            "import importlib.util as u; print(bool(u.find_spec('tensorflow')))"],
+                           capture_output=True, text=True)
+    result = {"exe": args.exe, "repeats": args.repeats, "p50_s": float(np.median(walls)),
+              "max_s": float(np.max(walls)), "min_s": float(np.min(walls)),
+              "tensorflow_installed": probe.stdout.strip() == "True", "output": output,
+              "provenance": provenance()}
+    atomic.write_json(args.out, result)
+    print(f"cold predict p50 {result['p50_s']:.3f} s (max {result['max_s']:.3f} s), "
+          f"TensorFlow installed: {result['tensorflow_installed']}; {output}")
+
+
+if __name__ == "__main__":
+    main()
