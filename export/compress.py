@@ -50,6 +50,8 @@ def fine_tune(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, epo
               label_smoothing: float = 0.0, callbacks=(), val=None) -> dict[str, list[float]]:
     """Fine-tune ``model`` on ``uint8[N, 28, 28]`` images (Adam, cosine-decayed ``lr``).
 
+    ``labels`` are integer classes ``[N]`` or soft targets ``float32[N, 10]``.
+
     Returns:
         The Keras history dict (loss, accuracy, and val_* when ``val`` is given).
     """

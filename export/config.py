@@ -19,6 +19,9 @@ class ExportConfig:
             2017, arXiv:1710.01878, as in tfmot's pruning guide).
         qat_epochs: quantization-aware fine-tuning epochs (0 skips QAT: post-training only).
         lr: fine-tuning learning rate (cosine-decayed).
+        distill: fine-tune towards the float model's probabilities (knowledge distillation,
+            Hinton et al. 2015, arXiv:1503.02531) instead of the labels, so the compressed
+            model keeps the float model's predictions, not just its accuracy.
         batch_size: fine-tuning batch size.
         calibration_samples: training images in the representative dataset (calibration of
             int8 ranges the QAT model does not carry, and of onnxruntime static quantization).
@@ -37,6 +40,7 @@ class ExportConfig:
     prune_epochs: int = 2
     qat_epochs: int = 2
     lr: float = 1e-4
+    distill: bool = True
     batch_size: int = 128
     calibration_samples: int = 500
     int8_io: str = "int8"

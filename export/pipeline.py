@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from fmnist_edge import atomic, data, runs
-from fmnist_edge.contract import LABELS, MODEL_INPUT_SHAPE, ModelCard
+from fmnist_edge.contract import LABELS, MODEL_INPUT_SHAPE, ModelCard, softmax
 from fmnist_edge.export import compress, convert, parity, report
 from fmnist_edge.export.config import ExportConfig
 from fmnist_edge.formats import FORMATS
@@ -183,13 +183,19 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
     # int8 artifacts: prune (optional) + QAT, then convert.
     if any(f.quantized for f in formats):
         work = _load_keras(model_path)  # pruning mutates the layers it wraps
+        if config.distill:  # targets: the float model's probabilities on the same images
+            targets = softmax(reference.predict(x_tr[..., None].astype(np.float32),
+                                                batch_size=512, verbose=0))
+        else:
+            targets = y_tr
         tune = dict(lr=config.lr, batch_size=config.batch_size, augment=augment,
-                    seed=config.seed, label_smoothing=smoothing, report=comp)
+                    seed=config.seed, label_smoothing=0.0 if config.distill else smoothing,
+                    report=comp)
         if config.sparsity > 0:
-            work = compress.prune(work, x_tr, y_tr, sparsity=config.sparsity,
+            work = compress.prune(work, x_tr, targets, sparsity=config.sparsity,
                                   epochs=config.prune_epochs, **tune)
         float_compressed = work
-        qat = compress.quantize_aware(work, x_tr, y_tr, pruned=config.sparsity > 0,
+        qat = compress.quantize_aware(work, x_tr, targets, pruned=config.sparsity > 0,
                                       epochs=config.qat_epochs, **tune)
         if "tflite-int8" in config.formats:
             path = stage / FORMATS["tflite-int8"].filename

@@ -238,6 +238,10 @@ def export(
     prune_epochs: Annotated[int, typer.Option()] = 2,
     qat_epochs: Annotated[int, typer.Option()] = 2,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 1e-4,
+    distill: Annotated[bool, typer.Option(
+        "--distill/--no-distill",
+        help="Fine-tune towards the float model's probabilities (knowledge distillation).")
+    ] = True,
     batch_size: Annotated[int, typer.Option()] = 128,
     calibration_samples: Annotated[int, typer.Option(
         help="Training images in the representative dataset.")] = 500,
@@ -274,7 +278,7 @@ def export(
             chosen = (*chosen, *FP16_SET)
         config = ExportConfig(
             formats=tuple(dict.fromkeys(chosen)), sparsity=sparsity, prune_epochs=prune_epochs,
-            qat_epochs=qat_epochs, lr=lr, batch_size=batch_size,
+            qat_epochs=qat_epochs, lr=lr, distill=distill, batch_size=batch_size,
             calibration_samples=calibration_samples, int8_io=int8_io,
             max_accuracy_drop=max_accuracy_drop, train_limit=train_limit,
             latency_runs=latency_runs, seed=seed)

@@ -87,18 +87,21 @@ def augment_batch(batch: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
 def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
                  num_classes: int = 10, training: bool = False,
                  augment: AugmentConfig | None = None, seed: int = 0) -> tf.data.Dataset:
-    """Batched dataset of ``(float32[B, 28, 28, 1] pixels 0-255, float32[B, C] one-hot)``.
+    """Batched dataset of ``(float32[B, 28, 28, 1] pixels 0-255, float32[B, C] targets)``.
 
     Args:
         images: ``uint8[N, 28, 28]``.
-        labels: integer ``[N]`` in ``[0, num_classes)``.
+        labels: integer ``[N]`` in ``[0, num_classes)`` (one-hot encoded here), or
+            ``float32[N, C]`` soft targets (e.g. a teacher's probabilities), used as given.
         batch_size: global batch size.
         num_classes: width of the one-hot labels.
         training: cache, shuffle every epoch (seeded) and augment.
         augment: augmentation for training (``None`` or all-off: none).
         seed: shuffle seed.
     """
-    ds = tf.data.Dataset.from_tensor_slices((images[..., None], labels.astype(np.int32)))
+    soft = labels.ndim == 2
+    targets = labels.astype(np.float32) if soft else labels.astype(np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((images[..., None], targets))
     ds = ds.cache()
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
@@ -109,6 +112,6 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
         x = tf.cast(x, tf.float32)
         if aug is not None:
             x = augment_batch(x, aug)
-        return x, tf.one_hot(y, num_classes)
+        return x, (y if soft else tf.one_hot(y, num_classes))
 
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
