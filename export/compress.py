@@ -47,7 +47,8 @@ def _tfmot():
 
 def fine_tune(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, epochs: int,
               lr: float, batch_size: int, augment: AugmentConfig | None, seed: int,
-              label_smoothing: float = 0.0, callbacks=(), val=None) -> dict[str, list[float]]:
+              label_smoothing: float = 0.0, callbacks=(), val=None, verbose: int = 0
+              ) -> dict[str, list[float]]:
     """Fine-tune ``model`` on ``uint8[N, 28, 28]`` images (Adam, cosine-decayed ``lr``).
 
     ``labels`` are integer classes ``[N]`` or soft targets ``float32[N, 10]``.
@@ -65,7 +66,7 @@ def fine_tune(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, epo
                       seed=seed)
     val_ds = make_dataset(*val, batch_size=512) if val is not None else None
     history = model.fit(ds, epochs=epochs, callbacks=list(callbacks), validation_data=val_ds,
-                        verbose=0)
+                        verbose=verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
@@ -82,7 +83,7 @@ def kernel_sparsity(model: keras.Model) -> float:
 
 def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, lr: float,
           batch_size: int, augment, seed: int, label_smoothing: float,
-          report: CompressionReport) -> keras.Model:
+          report: CompressionReport, verbose: int = 0) -> keras.Model:
     """Magnitude-prune every Conv2D/Dense kernel to ``sparsity`` while fine-tuning.
 
     Sparsity ramps from 0 to ``sparsity`` with tfmot's PolynomialDecay over the first 70 % of
@@ -110,8 +111,8 @@ def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, l
     report.sparsity_target = sparsity
     report.history["prune"] = fine_tune(
         pruned, images, labels, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
-        seed=seed, label_smoothing=label_smoothing, callbacks=[sp.UpdatePruningStep()]
-    )["accuracy"]
+        seed=seed, label_smoothing=label_smoothing, callbacks=[sp.UpdatePruningStep()],
+        verbose=verbose)["accuracy"]
     stripped = sp.strip_pruning(pruned)
     report.measured_sparsity = kernel_sparsity(stripped)
     return stripped
@@ -176,7 +177,7 @@ def _prune_preserve_scheme():
 
 def quantize_aware(model: keras.Model, images, labels, *, pruned: bool, epochs: int, lr: float,
                    batch_size: int, augment, seed: int, label_smoothing: float,
-                   report: CompressionReport) -> keras.Model:
+                   report: CompressionReport, verbose: int = 0) -> keras.Model:
     """Quantization-aware training: pruning-preserving for pruned models, default 8-bit
     otherwise. Layers the scheme cannot quantize (Normalization, Resizing, ...) stay float
     and are listed in ``report.float_layers``.
@@ -198,5 +199,5 @@ def quantize_aware(model: keras.Model, images, labels, *, pruned: bool, epochs: 
     if epochs:
         report.history["qat"] = fine_tune(
             qat, images, labels, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
-            seed=seed, label_smoothing=label_smoothing)["accuracy"]
+            seed=seed, label_smoothing=label_smoothing, verbose=verbose)["accuracy"]
     return qat

@@ -21,7 +21,8 @@ class ExportConfig:
         lr: fine-tuning learning rate (cosine-decayed).
         distill: fine-tune towards the float model's probabilities (knowledge distillation,
             Hinton et al. 2015, arXiv:1503.02531) instead of the labels, so the compressed
-            model keeps the float model's predictions, not just its accuracy.
+            model keeps the float model's predictions, not just its accuracy; the student
+            then sees the clean training images the targets were computed on.
         batch_size: fine-tuning batch size.
         calibration_samples: training images in the representative dataset (calibration of
             int8 ranges the QAT model does not carry, and of onnxruntime static quantization).

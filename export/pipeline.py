@@ -6,6 +6,7 @@ the end, so a crash never leaves a half-written export.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import importlib.metadata
 import json
@@ -88,7 +89,8 @@ def _tflite_io(path: Path) -> dict[str, Any]:
 def export_run(source: str | Path | None, config: ExportConfig, *,
                data_dir: str | Path | None = None,
                runs_dir: str | Path = runs.DEFAULT_RUNS_DIR,
-               out_dir: str | Path | None = None, overwrite: bool = False) -> ExportResult:
+               out_dir: str | Path | None = None, overwrite: bool = False,
+               verbose: int = 0) -> ExportResult:
     """Export a trained run: prune + QAT, convert, verify parity on the full test set.
 
     Args:
@@ -98,6 +100,7 @@ def export_run(source: str | Path | None, config: ExportConfig, *,
         runs_dir: where to look for the newest run.
         out_dir: output folder (default ``<run>/export``).
         overwrite: replace an existing export folder.
+        verbose: Keras verbosity of the fine-tuning epochs (stages are logged at INFO).
 
     Returns:
         :class:`ExportResult`; ``passed`` is False when an artifact failed the gate (the
@@ -141,7 +144,7 @@ def export_run(source: str | Path | None, config: ExportConfig, *,
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         result = _export_into(stage, model_path, reference, config, x_tr, y_tr, x_val, y_val,
-                              x_test, y_test, calibration, augment, smoothing, start)
+                              x_test, y_test, calibration, augment, smoothing, start, verbose)
         if out.exists():
             shutil.rmtree(out)
         stage.rename(out)
@@ -153,7 +156,7 @@ def export_run(source: str | Path | None, config: ExportConfig, *,
 
 def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: ExportConfig,
                  x_tr, y_tr, x_val, y_val, x_test, y_test, calibration, augment, smoothing,
-                 start: float) -> dict[str, Any]:
+                 start: float, verbose: int = 0) -> dict[str, Any]:
     formats = [FORMATS[f] for f in config.formats]
     ref_logits = np.asarray(reference.predict(x_test[..., None].astype(np.float32),
                                               batch_size=512, verbose=0), np.float32)
@@ -170,6 +173,7 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
         if fmt.quantized:
             continue
         path = stage / fmt.filename
+        log.info("converting %s", fmt.name)
         if fmt.suffix == ".tflite":
             blob = convert.to_tflite(reference, fmt.name.split("-", 1)[1])
             atomic.write_bytes(path, convert.add_tflite_metadata(
@@ -188,16 +192,31 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
                                                 batch_size=512, verbose=0))
         else:
             targets = y_tr
-        tune = dict(lr=config.lr, batch_size=config.batch_size, augment=augment,
-                    seed=config.seed, label_smoothing=0.0 if config.distill else smoothing,
-                    report=comp)
+        # Distillation targets are the float model's outputs on the clean images, so the
+        # student sees those same clean images; label training keeps the run's augmentation.
+        tune = dict(lr=config.lr, batch_size=config.batch_size,
+                    augment=None if config.distill else augment, seed=config.seed,
+                    label_smoothing=0.0 if config.distill else smoothing, report=comp,
+                    verbose=verbose)
         if config.sparsity > 0:
+            log.info("pruning to %.0f%% sparsity, %d epochs on %d images",
+                     100 * config.sparsity, config.prune_epochs, len(x_tr))
             work = compress.prune(work, x_tr, targets, sparsity=config.sparsity,
                                   epochs=config.prune_epochs, **tune)
         float_compressed = work
+        if config.sparsity > 0:
+            # What pruning alone buys in transport: gzip of the pruned vs the unpruned float
+            # model, both as TFLite fp32.
+            pruned_gzip = len(gzip.compress(convert.to_tflite(work, "fp32"), 9))
+            dense_gzip = len(gzip.compress(convert.to_tflite(reference, "fp32"), 9))
+            notes["sparsity"] = {"pruned_fp32_tflite_gzip_bytes": pruned_gzip,
+                                 "dense_fp32_tflite_gzip_bytes": dense_gzip,
+                                 "gzip_ratio": pruned_gzip / dense_gzip}
+        log.info("quantization-aware training, %d epochs", config.qat_epochs)
         qat = compress.quantize_aware(work, x_tr, targets, pruned=config.sparsity > 0,
                                       epochs=config.qat_epochs, **tune)
         if "tflite-int8" in config.formats:
+            log.info("converting tflite-int8")
             path = stage / FORMATS["tflite-int8"].filename
             blob = convert.to_tflite(qat, "int8", calibration, config.int8_io)
             atomic.write_bytes(path, convert.add_tflite_metadata(
@@ -205,6 +224,7 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
             files["tflite-int8"] = path
             notes["tflite-int8"] = _tflite_io(path)
         if "onnx-int8" in config.formats:
+            log.info("converting onnx-int8 (QAT weights and post-training; best on validation)")
             files["onnx-int8"], notes["onnx-int8"] = _onnx_int8(
                 stage, qat, float_compressed, calibration, x_val, y_val, base_card)
 
@@ -212,6 +232,7 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
     records, logits = [], {}
     for fmt in formats:
         path = files[fmt.name]
+        log.info("parity: %s on %d test images", fmt.name, len(y_test))
         record, logits[fmt.name] = parity.measure(path, fmt.name, x_test, y_test, ref_logits,
                                                   latency_runs=config.latency_runs)
         parity.judge(record, max_accuracy_drop=config.max_accuracy_drop,
@@ -236,6 +257,8 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
     if "tflite-int8" in logits and "onnx-int8" in logits:
         result["cross_runtime_int8_agreement"] = float(
             (logits["tflite-int8"].argmax(1) == logits["onnx-int8"].argmax(1)).mean())
+    if "sparsity" in notes:
+        result["sparsity_gzip"] = notes["sparsity"]
     result["int8_per_class_delta_pp"] = {
         r.format: r.per_class_accuracy_delta_pp for r in records if FORMATS[r.format].quantized}
     atomic.write_json(stage / "parity.json", result)
@@ -255,6 +278,7 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
                    "size_bytes": path.stat().st_size, "runtime": FORMATS[name].runtime,
                    "quantized": FORMATS[name].quantized, **notes.get(name, {})}
             for name, path in files.items()},
+        "sparsity_gzip": notes.get("sparsity"),
         "gate": result["gate"],
         "versions": _versions(),
         "provenance": provenance(),

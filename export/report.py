@@ -31,6 +31,12 @@ def markdown(parity: dict) -> str:
     cross = parity.get("cross_runtime_int8_agreement")
     if cross is not None:
         lines += ["", f"int8 TFLite vs int8 ONNX top-1 agreement: {cross:.2%}"]
+    sparse = parity.get("sparsity_gzip")
+    if sparse:
+        lines += ["", f"Pruning, like for like (TFLite fp32, gzip -9): pruned "
+                      f"{sparse['pruned_fp32_tflite_gzip_bytes']:,} bytes vs unpruned "
+                      f"{sparse['dense_fp32_tflite_gzip_bytes']:,} bytes "
+                      f"({sparse['gzip_ratio']:.1%})."]
     worst = parity.get("int8_per_class_delta_pp")
     if worst:
         lines += ["", "Per-class top-1 delta of the int8 artifacts (pp):", "",

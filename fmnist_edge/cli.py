@@ -282,8 +282,11 @@ def export(
             calibration_samples=calibration_samples, int8_io=int8_io,
             max_accuracy_drop=max_accuracy_drop, train_limit=train_limit,
             latency_runs=latency_runs, seed=seed)
+        import logging
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
         result = export_run(source, config, data_dir=data_dir, runs_dir=runs_dir, out_dir=out,
-                            overwrite=overwrite)
+                            overwrite=overwrite, verbose=1 if sys.stdout.isatty() else 2)
     except (DataError, RunError, ModelFileError, ExportError, ValueError) as exc:
         _fail(str(exc))
     typer.echo((result.out_dir / "parity.md").read_text())
