@@ -284,7 +284,12 @@ def export(
             latency_runs=latency_runs, seed=seed)
         import logging
 
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        project_log = logging.getLogger("fmnist_edge")
+        project_log.setLevel(logging.INFO)
+        if not project_log.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            project_log.addHandler(handler)
         result = export_run(source, config, data_dir=data_dir, runs_dir=runs_dir, out_dir=out,
                             overwrite=overwrite, verbose=1 if sys.stdout.isatty() else 2)
     except (DataError, RunError, ModelFileError, ExportError, ValueError) as exc:
