@@ -126,3 +126,26 @@ def test_photo_renderer_exif(test_split):
     blob = photos.render_photo(test_split[0][0], rng, exif_rotation=True)
     img = Image.open(io.BytesIO(blob))
     assert img.getexif().get(0x0112) in (3, 6, 8)
+
+
+def test_photo_round_trip_keeps_accuracy(test_split, tmp_path):
+    """Real test images rendered as product photos (white background, upscaled, off-centre,
+    RGB JPEG, a third with an EXIF rotation) keep >= 95 % of the default model's accuracy.
+    The full-test-set figure is benchmarks/results/photo_roundtrip.json."""
+    from fmnist_edge.predict import default_model, predict_paths
+    from fmnist_edge.runtime import load
+
+    images, labels = test_split[0][:300], test_split[1][:300]
+    runtime = load(default_model())
+    original = (runtime.logits(images).argmax(1) == labels).mean()
+    rng = np.random.default_rng(21)
+    paths = []
+    for i, image in enumerate(images):
+        path = tmp_path / f"{i:03d}.jpg"
+        path.write_bytes(photos.render_photo(image, rng, exif_rotation=(i % 3 == 0)))
+        paths.append(path)
+    rows = predict_paths(paths, runtime)
+    assert all(r.ok for r in rows)
+    through_photos = (np.array([r.top_k[0][0] for r in rows]) == labels).mean()
+    assert original > 0.9
+    assert through_photos >= 0.95 * original
