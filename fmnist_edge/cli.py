@@ -290,6 +290,7 @@ def export(
             handler = logging.StreamHandler()
             handler.setFormatter(logging.Formatter("%(message)s"))
             project_log.addHandler(handler)
+            project_log.propagate = False  # TensorFlow installs a root handler too
         result = export_run(source, config, data_dir=data_dir, runs_dir=runs_dir, out_dir=out,
                             overwrite=overwrite, verbose=1 if sys.stdout.isatty() else 2)
     except (DataError, RunError, ModelFileError, ExportError, ValueError) as exc:
