@@ -86,11 +86,11 @@ def _export_table() -> str:
 def update_readme(readme: Path = ROOT / "README.md") -> None:
     text = readme.read_text()
     for name, table in (("train", _train_table()), ("export", _export_table())):
-        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(\n<!-- /results:{name} -->)",
+        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)",
                              re.S)
         if not pattern.search(text):
             raise SystemExit(f"README lacks the <!-- results:{name} --> markers")
-        text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
+        text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
     atomic.write_text(readme, text)
 
 
