@@ -146,3 +146,15 @@ def test_runtime_commands_never_import_tensorflow(tmp_path, data_dir):
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "HEAVY []" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("dtype,zero_point", [(np.int8, -128), (np.uint8, 0), (np.int8, -3)])
+def test_integer_fast_path_is_exact(dtype, zero_point):
+    from fmnist_edge.runtime.quant import quantize_input, quantize_pixels
+
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    fast = quantize_pixels(pixels, np.dtype(dtype), 1.0, zero_point)
+    slow = quantize_input(pixels[..., None].astype(np.float32), np.dtype(dtype), 1.0,
+                          zero_point)
+    assert fast.dtype == dtype and fast.shape == (1, 16, 16, 1)
+    np.testing.assert_array_equal(fast, slow)

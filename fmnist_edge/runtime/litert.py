@@ -11,7 +11,7 @@ import numpy as np
 from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, check_images
 from fmnist_edge.runtime.base import ModelFileError
 from fmnist_edge.runtime.card import card_for
-from fmnist_edge.runtime.quant import dequantize_output, quantize_input
+from fmnist_edge.runtime.quant import dequantize_output, quantize_pixels
 
 #: Interpreter classes tried in order: (module, attribute).
 INTERPRETERS = (
@@ -84,12 +84,12 @@ class LiteRTRuntime:
         for start in range(0, len(images), self.max_batch):
             batch = images[start:start + self.max_batch]
             self._resize(len(batch))
-            x = quantize_input(batch[..., None].astype(np.float32), self.input_dtype,
-                               self.input_scale, self.input_zero_point)
+            x = quantize_pixels(batch, self.input_dtype, self.input_scale,
+                                self.input_zero_point)
             self.interpreter.set_tensor(self._in["index"], x)
             self.interpreter.invoke()
             raw = self.interpreter.get_tensor(self._out["index"])
             chunks.append(dequantize_output(raw, self.output_scale, self.output_zero_point))
         if not chunks:
             return np.empty((0, NUM_CLASSES), np.float32)
-        return np.concatenate(chunks)
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
