@@ -8,7 +8,6 @@ import importlib.metadata
 import io
 import os
 import platform
-import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +50,11 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (``nan`` where unavailable)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return float("nan")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if platform.system() == "Darwin" else peak / 2**10
 

@@ -149,3 +149,17 @@ def test_photo_round_trip_keeps_accuracy(test_split, tmp_path):
     through_photos = (np.array([r.top_k[0][0] for r in rows]) == labels).mean()
     assert original > 0.9
     assert through_photos >= 0.95 * original
+
+
+def test_evaluate_any_format_without_tensorflow(test_split, data_dir):
+    from fmnist_edge.runtime import load
+
+    model = str(FIXTURES / "mlp_int8.tflite")
+    result = runner.invoke(app, ["evaluate", model, "--json", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    images, labels = test_split
+    expected = (load(model).logits(images).argmax(1) == labels).mean()
+    assert report["top1_accuracy"] == pytest.approx(expected)
+    assert np.array(report["confusion_matrix"]).sum() == 10000
+    assert {"precision", "recall"} <= set(report["per_class"][0])
