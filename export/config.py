@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from fmnist_edge.formats import FORMATS, INT8_SET
+from fmnist_edge.train.config import validate
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,7 @@ class ExportConfig:
             (self.calibration_samples >= 1, "calibration_samples must be >= 1"),
             (self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        validate(checks)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

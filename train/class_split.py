@@ -23,11 +23,11 @@ from fmnist_edge.train.keras_shim import keras
 from fmnist_edge.train.trainer import (
     Splits,
     TrainResult,
-    _write_state,
     fit,
     load_splits,
     predict_logits,
     prepare,
+    write_state,
 )
 
 STAGES = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9))
@@ -77,7 +77,7 @@ def train_class_split(config: TrainConfig, *, data_dir=None, runs_dir=runs.DEFAU
     strategy, policy = prepare(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
-    _write_state(run_dir, "training")
+    write_state(run_dir, "training")
     dropout = config.dropout if config.dropout is not None else 0.2
     metrics: dict = {"arch": config.arch, "recipe": "class-split", "stages": []}
     previous = None
@@ -111,5 +111,5 @@ def train_class_split(config: TrainConfig, *, data_dir=None, runs_dir=runs.DEFAU
     atomic.write_json(run_dir / runs.METRICS_FILE, metrics)
     wall = time.perf_counter() - start
     shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
-    _write_state(run_dir, "finished", wall_time_s=wall)
+    write_state(run_dir, "finished", wall_time_s=wall)
     return TrainResult(run_dir, metrics, wall)

@@ -116,9 +116,7 @@ class TrainConfig:
             (0 <= self.augment.erasing_prob <= 1, "erasing_prob must be in [0, 1]"),
             (self.val_size >= 0 and self.train_limit >= 0, "sizes must be >= 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        validate(checks)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,6 +130,13 @@ class TrainConfig:
     @classmethod
     def read(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def validate(checks: list[tuple[bool, str]]) -> None:
+    """Raise ValueError with the message of the first failed ``(ok, message)`` check."""
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
 
 
 _BACKBONE_AUGMENT = AugmentConfig(shift_px=2, flip=True)

@@ -109,7 +109,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _write_state(run_dir: Path, status: str, **extra: Any) -> None:
+def write_state(run_dir: Path, status: str, **extra: Any) -> None:
     atomic.write_json(run_dir / runs.STATE_FILE, {"status": status, **extra})
 
 
@@ -169,7 +169,7 @@ def fit(model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path, 
             model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                       callbacks=callbacks, verbose=verbose)
     except KeyboardInterrupt:
-        _write_state(run_dir, "interrupted")
+        write_state(run_dir, "interrupted")
         raise TrainingInterrupted(run_dir) from None
     return keras.models.load_model(model_path, compile=False)
 
@@ -254,7 +254,7 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     strategy, policy = prepare(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
-    _write_state(run_dir, "training", provenance=provenance())
+    write_state(run_dir, "training", provenance=provenance())
     with strategy.scope():
         model = architectures.build(config.arch, **kwargs)
         best = fit(model, config, splits, run_dir, verbose=verbose)
@@ -275,7 +275,7 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     })
     wall = time.perf_counter() - start
     shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
-    _write_state(run_dir, "finished", wall_time_s=wall)
+    write_state(run_dir, "finished", wall_time_s=wall)
     return TrainResult(run_dir, metrics, wall)
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from fmnist_edge.contract import ModelCard, softmax
+from fmnist_edge.contract import NUM_CLASSES, ModelCard, softmax
 
 
 class ModelFileError(ValueError):
@@ -25,6 +26,17 @@ class Runtime(Protocol):
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8[N, 28, 28] -> float32[N, 10] logits."""
         ...
+
+
+def batched(images: np.ndarray, max_batch: int, run: Callable[[np.ndarray], np.ndarray]
+            ) -> np.ndarray:
+    """Apply ``run`` (``uint8[B, 28, 28]`` -> ``float32[B, 10]``) in chunks of at most
+    ``max_batch`` images; returns ``float32[N, 10]`` (``[0, 10]`` for no images)."""
+    chunks = [run(images[start:start + max_batch])
+              for start in range(0, len(images), max_batch)]
+    if not chunks:
+        return np.empty((0, NUM_CLASSES), np.float32)
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
 def probabilities(runtime: Runtime, images: np.ndarray) -> np.ndarray:

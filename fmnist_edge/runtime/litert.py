@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, check_images
-from fmnist_edge.runtime.base import ModelFileError
+from fmnist_edge.runtime.base import ModelFileError, batched
 from fmnist_edge.runtime.card import card_for
 from fmnist_edge.runtime.quant import dequantize_output, quantize_pixels
 
@@ -79,17 +79,13 @@ class LiteRTRuntime:
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8[N, 28, 28] -> float32[N, 10] logits (dequantized for integer outputs)."""
-        images = check_images(images, source=str(self.path))
-        chunks = []
-        for start in range(0, len(images), self.max_batch):
-            batch = images[start:start + self.max_batch]
-            self._resize(len(batch))
-            x = quantize_pixels(batch, self.input_dtype, self.input_scale,
-                                self.input_zero_point)
-            self.interpreter.set_tensor(self._in["index"], x)
-            self.interpreter.invoke()
-            raw = self.interpreter.get_tensor(self._out["index"])
-            chunks.append(dequantize_output(raw, self.output_scale, self.output_zero_point))
-        if not chunks:
-            return np.empty((0, NUM_CLASSES), np.float32)
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        return batched(check_images(images, source=str(self.path)), self.max_batch,
+                       self._invoke)
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        self._resize(len(batch))
+        x = quantize_pixels(batch, self.input_dtype, self.input_scale, self.input_zero_point)
+        self.interpreter.set_tensor(self._in["index"], x)
+        self.interpreter.invoke()
+        raw = self.interpreter.get_tensor(self._out["index"])
+        return dequantize_output(raw, self.output_scale, self.output_zero_point)

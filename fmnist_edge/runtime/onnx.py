@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, check_images
-from fmnist_edge.runtime.base import ModelFileError
+from fmnist_edge.runtime.base import ModelFileError, batched
 from fmnist_edge.runtime.card import card_for
 from fmnist_edge.runtime.quant import quantize_pixels
 
@@ -66,16 +66,14 @@ class OnnxRuntime:
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8[N, 28, 28] -> float32[N, 10] logits."""
-        images = check_images(images, source=str(self.path))
-        chunks = []
-        # Integer-input models (rare in ONNX) take uint8/int8 pixels: scale 1, offset.
-        zero_point = -128 if self.input_dtype == np.int8 else 0
-        for start in range(0, len(images), self.max_batch):
-            batch = images[start:start + self.max_batch]
-            x = (batch[..., None].astype(np.float32) if self.input_dtype == np.float32
-                 else quantize_pixels(batch, self.input_dtype, 1.0, zero_point))
-            chunks.append(np.asarray(self.session.run([self._out.name], {self._in.name: x})[0],
-                                     dtype=np.float32))
-        if not chunks:
-            return np.empty((0, NUM_CLASSES), np.float32)
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        return batched(check_images(images, source=str(self.path)), self.max_batch,
+                       self._run)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if self.input_dtype == np.float32:
+            x = batch[..., None].astype(np.float32)
+        else:  # integer-input models (rare in ONNX) take pixels with scale 1
+            zero_point = -128 if self.input_dtype == np.int8 else 0
+            x = quantize_pixels(batch, self.input_dtype, 1.0, zero_point)
+        out = self.session.run([self._out.name], {self._in.name: x})[0]
+        return np.asarray(out, dtype=np.float32)
