@@ -83,9 +83,33 @@ def _export_table() -> str:
     return "\n".join(rows)
 
 
+def _device_table() -> str:
+    rows = ["| measurement | result | bar |", "|---|---|---|"]
+    path = RESULTS / "photo_roundtrip.json"
+    if path.is_file():
+        r = json.loads(path.read_text())
+        rows.append(f"| photo round trip, {r['images']:,} test images as JPEG product photos "
+                    f"({Path(r['model']).name}) | {r['photo_top1']:.2%} vs {r['original_top1']:.2%}"
+                    f" on the originals: {r['retained']:.1%} retained | >= 95 % |")
+    path = RESULTS / "cold_predict.json"
+    if path.is_file():
+        r = json.loads(path.read_text())
+        rows.append(f"| cold `fmnist-edge predict one.png`, runtime-only install, p50 of "
+                    f"{r['repeats']} | {r['p50_s']:.3f} s (max {r['max_s']:.3f} s) | < 0.5 s |")
+    path = RESULTS / "runtime_overhead.json"
+    if path.is_file():
+        for r in json.loads(path.read_text())["rows"]:
+            rows.append(f"| Runtime vs raw call, batch 1, {Path(r['model']).name} "
+                        f"| {r['runtime_p50_ms']:.3f} vs {r['raw_p50_ms']:.3f} ms: "
+                        f"{r['ratio']:.2f}x | <= 1.2x |")
+    return "\n".join(rows)
+
+
 def update_readme(readme: Path = ROOT / "README.md") -> None:
     text = readme.read_text()
-    for name, table in (("train", _train_table()), ("export", _export_table())):
+    tables = (("train", _train_table()), ("export", _export_table()),
+              ("device", _device_table()))
+    for name, table in tables:
         pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)",
                              re.S)
         if not pattern.search(text):
