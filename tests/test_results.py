@@ -1,0 +1,40 @@
+"""The README's result tables are exactly what benchmarks/collect.py renders from the
+committed benchmarks/results/*.json (so no figure in the README is typed by hand)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _collect():
+    spec = importlib.util.spec_from_file_location("collect", ROOT / "benchmarks" / "collect.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_tables_match_committed_results():
+    collect = _collect()
+    readme = (ROOT / "README.md").read_text()
+    for name, render in (("train", collect._train_table), ("export", collect._export_table),
+                         ("device", collect._device_table)):
+        block = re.search(rf"<!-- results:{name} -->\n(.*?)<!-- /results:{name} -->", readme,
+                          re.S)
+        assert block, f"README lacks the {name} results block"
+        assert block.group(1) == render() + "\n", f"README {name} table is stale: run " \
+            "python benchmarks/collect.py --tables-only"
+
+
+def test_every_result_names_its_command_and_commit():
+    import json
+
+    for path in (ROOT / "benchmarks" / "results").glob("*.json"):
+        doc = json.loads(path.read_text())
+        prov = doc.get("provenance") or {}
+        command = doc.get("command") or prov.get("command")
+        commit = doc.get("commit") or prov.get("commit")
+        assert command and commit, f"{path.name} lacks its command or commit"
