@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.metadata
 import json
 import logging
 import shutil
@@ -25,7 +24,7 @@ from fmnist_edge.contract import LABELS, MODEL_INPUT_SHAPE, ModelCard, softmax
 from fmnist_edge.export import compress, convert, parity, report
 from fmnist_edge.export.config import ExportConfig
 from fmnist_edge.formats import FORMATS
-from fmnist_edge.provenance import provenance
+from fmnist_edge.provenance import package_versions, provenance
 from fmnist_edge.runtime import ModelFileError, load
 from fmnist_edge.runtime.card import sidecar_path
 from fmnist_edge.train.config import AugmentConfig, TrainConfig
@@ -49,16 +48,6 @@ class ExportResult:
     out_dir: Path
     parity: dict[str, Any]
     passed: bool
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return found
 
 
 def _sha256(path: Path) -> str:
@@ -280,7 +269,7 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
             for name, path in files.items()},
         "sparsity_gzip": notes.get("sparsity"),
         "gate": result["gate"],
-        "versions": _versions(),
+        "versions": package_versions(PACKAGES),
         "provenance": provenance(),
         "export_time_s": time.perf_counter() - start,
     }

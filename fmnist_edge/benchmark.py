@@ -4,7 +4,6 @@ side by side, with the machine and library versions recorded."""
 from __future__ import annotations
 
 import csv
-import importlib.metadata
 import io
 import os
 import platform
@@ -16,7 +15,7 @@ import numpy as np
 
 from fmnist_edge import data
 from fmnist_edge.bench import measure_latency
-from fmnist_edge.provenance import provenance
+from fmnist_edge.provenance import package_versions, provenance
 from fmnist_edge.runtime import load
 
 
@@ -72,12 +71,8 @@ def machine() -> dict:
         cpu = " / ".join(dict.fromkeys(names)) or cpu
     except OSError:
         pass
-    versions = {}
-    for name in ("fmnist-edge", "onnxruntime", "ai-edge-litert", "tflite-runtime", "numpy"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    versions = package_versions(("fmnist-edge", "onnxruntime", "ai-edge-litert",
+                                 "tflite-runtime", "numpy"))
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "versions": versions}
 

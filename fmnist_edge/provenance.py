@@ -26,6 +26,19 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
         return None
 
 
+def package_versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Installed versions of the distributions ``names`` (missing ones are left out)."""
+    import importlib.metadata
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
 def provenance() -> dict:
     """``{"command", "commit", "utc", "machine"}`` for the current process."""
     return {

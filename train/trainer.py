@@ -9,7 +9,6 @@ state (tf_keras BackupAndRestore) and ``state.json`` the status.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -292,8 +291,3 @@ def resume(run_dir: str | Path, *, data_dir: str | Path | None = None,
         raise runs.RunError(f"{run_dir} is not a run folder (no {runs.CONFIG_FILE})")
     config = TrainConfig.read(config_path)
     return train(config, data_dir=data_dir, run_dir=run_dir, verbose=verbose)
-
-
-def with_overrides(config: TrainConfig, **fields: Any) -> TrainConfig:
-    """``dataclasses.replace`` that ignores ``None`` values."""
-    return dataclasses.replace(config, **{k: v for k, v in fields.items() if v is not None})
