@@ -83,6 +83,48 @@ def _export_table() -> str:
     return "\n".join(rows)
 
 
+def zoo_rows() -> list[dict]:
+    """One joined row per architecture with train, export and zoo results."""
+    rows = []
+    for path in sorted(RESULTS.glob("zoo_*.json")):
+        zoo = json.loads(path.read_text())
+        arch = zoo["arch"]
+        train = json.loads((RESULTS / f"train_{arch}.json").read_text())
+        export = json.loads((RESULTS / f"export_{arch}.json").read_text())
+        arts = {a["format"]: a for a in export["parity"]["artifacts"]}
+        rows.append({"arch": arch, "parameters": zoo["parameters"],
+                     "macs": zoo["macs_per_image"], "float_top1": train["test_top1"],
+                     "arts": arts, "bench": zoo["benchmark"],
+                     "train_time_s": train["train_time_s"], "epochs": train["epochs"]})
+    return rows
+
+
+def _ms(bench: dict, fmt: str) -> str:
+    return f"{bench[fmt]['batch_1']['p50_ms']:.3f}" if fmt in bench else "-"
+
+
+def _zoo_table() -> str:
+    """Markdown table of :func:`zoo_rows`."""
+    head = ("| arch | params | MMACs | float top-1 | int8 TFLite top-1 | int8 ONNX top-1 "
+            "| fp32 / int8 TFLite (KiB) | p50 ms TFLite fp32 / int8 | p50 ms ONNX fp32 / int8 "
+            "| img/s @256 TFLite / ONNX int8 | train time |")
+    rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in zoo_rows():
+        a, b = r["arts"], r["bench"]
+        rows.append(
+            f"| {r['arch']} | {r['parameters']:,} | {r['macs'] / 1e6:.1f} "
+            f"| {r['float_top1']:.2%} | {a['tflite-int8']['top1_accuracy']:.2%} "
+            f"| {a['onnx-int8']['top1_accuracy']:.2%} "
+            f"| {b['tflite-fp32']['size_bytes'] / 1024:,.0f} / "
+            f"{b['tflite-int8']['size_bytes'] / 1024:,.0f} "
+            f"| {_ms(b, 'tflite-fp32')} / {_ms(b, 'tflite-int8')} "
+            f"| {_ms(b, 'onnx-fp32')} / {_ms(b, 'onnx-int8')} "
+            f"| {b['tflite-int8']['batch_256']['throughput_ips']:,.0f} / "
+            f"{b['onnx-int8']['batch_256']['throughput_ips']:,.0f} "
+            f"| {r['train_time_s'] / 60:.0f} min ({r['epochs']} ep) |")
+    return "\n".join(rows)
+
+
 def _device_table() -> str:
     rows = ["| measurement | result | bar |", "|---|---|---|"]
     path = RESULTS / "photo_roundtrip.json"
@@ -105,11 +147,15 @@ def _device_table() -> str:
     return "\n".join(rows)
 
 
+#: README block name -> renderer; each block sits between <!-- results:NAME --> markers.
+TABLES = {"train": _train_table, "export": _export_table, "zoo": _zoo_table,
+          "device": _device_table}
+
+
 def update_readme(readme: Path = ROOT / "README.md") -> None:
     text = readme.read_text()
-    tables = (("train", _train_table()), ("export", _export_table()),
-              ("device", _device_table()))
-    for name, table in tables:
+    for name, render in TABLES.items():
+        table = render()
         pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)",
                              re.S)
         if not pattern.search(text):

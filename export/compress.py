@@ -47,23 +47,39 @@ def _tfmot():
 
 def fine_tune(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, epochs: int,
               lr: float, batch_size: int, augment: AugmentConfig | None, seed: int,
-              label_smoothing: float = 0.0, callbacks=(), val=None, verbose: int = 0
-              ) -> dict[str, list[float]]:
+              label_smoothing: float = 0.0, temperature: float = 1.0,
+              teacher: keras.Model | None = None, callbacks=(), val=None,
+              verbose: int = 0) -> dict[str, list[float]]:
     """Fine-tune ``model`` on ``uint8[N, 28, 28]`` images (Adam, cosine-decayed ``lr``).
 
-    ``labels`` are integer classes ``[N]`` or soft targets ``float32[N, 10]``.
+    ``labels`` are integer classes ``[N]`` or soft targets ``float32[N, 10]``. With soft
+    targets made at ``temperature`` T (``softmax(teacher_logits / T)``), the loss is the
+    cross-entropy against ``softmax(logits / T)`` scaled by T**2 (Hinton et al. 2015,
+    arXiv:1503.02531, sec. 2), which weighs the whole logit vector, not just the top class.
+    With a ``teacher`` the targets are made on the fly, ``softmax(teacher(x) / T)`` on the
+    very (augmented) batch the student sees; ``labels`` are then ignored.
 
     Returns:
         The Keras history dict (loss, accuracy, and val_* when ``val`` is given).
     """
     steps = math.ceil(len(images) / batch_size)
+    cross_entropy = keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                         label_smoothing=label_smoothing)
+
+    def loss(targets, logits):
+        return cross_entropy(targets, logits / temperature) * temperature ** 2
+
     model.compile(
         optimizer=keras.optimizers.Adam(WarmupCosine(lr, epochs * steps, 0, lr / 100)),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                  label_smoothing=label_smoothing),
+        loss=cross_entropy if temperature == 1.0 else loss,
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     ds = make_dataset(images, labels, batch_size=batch_size, training=True, augment=augment,
                       seed=seed)
+    if teacher is not None:
+        import tensorflow as tf
+
+        ds = ds.map(lambda x, _: (x, tf.nn.softmax(teacher(x, training=False) / temperature)),
+                    num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
     val_ds = make_dataset(*val, batch_size=512) if val is not None else None
     history = model.fit(ds, epochs=epochs, callbacks=list(callbacks), validation_data=val_ds,
                         verbose=verbose)
@@ -81,23 +97,56 @@ def kernel_sparsity(model: keras.Model) -> float:
     return zeros / total if total else 0.0
 
 
+def end_layers(model: keras.Model) -> tuple[str, ...]:
+    """Names of the first and the last Conv2D/Dense layer: the input convolution sees every
+    pixel through few weights and the classifier writes the logits directly, so both are
+    commonly kept dense when pruning (Gale, Elsen & Hooker 2019, "The State of Sparsity in
+    Deep Neural Networks", arXiv:1902.09574, sec. 4)."""
+    names = [layer.name for layer in model.layers if isinstance(layer, PRUNABLE)]
+    return tuple(dict.fromkeys(names[:1] + names[-1:]))
+
+
+def layer_sparsity(model: keras.Model, sparsity: float, keep_dense: tuple[str, ...]) -> float:
+    """Sparsity of each pruned layer such that all Conv2D/Dense kernels together reach
+    ``sparsity`` while the ``keep_dense`` layers stay dense.
+
+    Raises:
+        ValueError: the dense layers hold too many weights for ``sparsity`` to be reached.
+    """
+    sizes = {layer.name: int(np.prod(layer.kernel.shape)) for layer in model.layers
+             if isinstance(layer, PRUNABLE)}
+    pruned = sum(n for name, n in sizes.items() if name not in keep_dense)
+    target = sparsity * sum(sizes.values()) / max(pruned, 1)
+    if target >= 1:
+        raise ValueError(f"cannot reach {sparsity:.0%} sparsity with {keep_dense} dense")
+    return target
+
+
 def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, lr: float,
           batch_size: int, augment, seed: int, label_smoothing: float,
-          report: CompressionReport, verbose: int = 0) -> keras.Model:
-    """Magnitude-prune every Conv2D/Dense kernel to ``sparsity`` while fine-tuning.
+          report: CompressionReport, temperature: float = 1.0,
+          teacher: keras.Model | None = None, keep_dense: tuple[str, ...] = (),
+          verbose: int = 0) -> keras.Model:
+    """Magnitude-prune the Conv2D/Dense kernels to ``sparsity`` overall while fine-tuning.
 
-    Sparsity ramps from 0 to ``sparsity`` with tfmot's PolynomialDecay over the first 70 % of
-    the fine-tuning steps, then holds. Returns the stripped (plain Keras) model.
+    The ``keep_dense`` layers (e.g. :func:`end_layers`) stay dense and the others are pruned
+    to :func:`layer_sparsity`, so the kernels together still reach ``sparsity``. Sparsity
+    ramps from 0 with tfmot's PolynomialDecay over the first 70 % of the fine-tuning steps,
+    then holds. Returns the stripped (plain Keras) model.
     """
     tfmot = _tfmot()
     sp = tfmot.sparsity.keras
     steps = epochs * math.ceil(len(images) / batch_size)
-    schedule = sp.PolynomialDecay(initial_sparsity=0.0, final_sparsity=sparsity,
+    schedule = sp.PolynomialDecay(initial_sparsity=0.0,
+                                  final_sparsity=layer_sparsity(model, sparsity, keep_dense),
                                   begin_step=0, end_step=max(1, int(0.7 * steps)),
                                   frequency=max(1, steps // 50))
 
     def wrap(layer):
-        if isinstance(layer, PRUNABLE) and not isinstance(layer, keras.layers.DepthwiseConv2D):
+        if layer.name in keep_dense:
+            report.dense_layers.append(layer.name)
+            return layer
+        if isinstance(layer, PRUNABLE):
             try:
                 wrapped = sp.prune_low_magnitude(layer, pruning_schedule=schedule)
                 report.pruned_layers.append(layer.name)
@@ -111,8 +160,8 @@ def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, l
     report.sparsity_target = sparsity
     report.history["prune"] = fine_tune(
         pruned, images, labels, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
-        seed=seed, label_smoothing=label_smoothing, callbacks=[sp.UpdatePruningStep()],
-        verbose=verbose)["accuracy"]
+        seed=seed, label_smoothing=label_smoothing, temperature=temperature, teacher=teacher,
+        callbacks=[sp.UpdatePruningStep()], verbose=verbose)["accuracy"]
     stripped = sp.strip_pruning(pruned)
     report.measured_sparsity = kernel_sparsity(stripped)
     return stripped
@@ -148,13 +197,15 @@ def _annotate_supported(model: keras.Model, registry, report: CompressionReport)
     return keras.models.clone_model(model, clone_function=annotate)
 
 
-def _prune_preserve_scheme():
+def _prune_preserve_scheme(per_channel: bool = True):
     """Default8BitPrunePreserveQuantizeScheme whose registry's ``supports()`` agrees with
-    ``get_quantize_config()``.
+    ``get_quantize_config()``, with per-channel or per-tensor weight scales.
 
     tfmot 0.8.1's prune-preserve registry reports every weightless layer (e.g. Normalization)
     as supported, then delegates to the default 8-bit registry, which rejects it inside
     ``quantize_apply``; here a layer is supported only when both registries support it.
+    Per-tensor: the default registry's ``disable_per_axis`` configs, whose Conv2D kernel
+    quantizer becomes tfmot's per-tensor prune-preserving one.
     """
     tfmot = _tfmot()
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E501
@@ -162,11 +213,21 @@ def _prune_preserve_scheme():
     )
 
     default_registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(
-    ).get_quantize_registry()
+        disable_per_axis=not per_channel).get_quantize_registry()
+    config_map = dict(pp.PrunePreserveQuantizeRegistry._LAYERS_CONFIG_MAP)
+    conv = config_map[keras.layers.Conv2D]
+    config_map[keras.layers.Conv2D] = pp._PrunePreserveInfo(
+        conv.weight_attrs, [*conv.quantize_config_attrs, "Default8BitQuantizeConfig"])
 
     class Registry(pp.Default8bitPrunePreserveQuantizeRegistry):
+        _LAYERS_CONFIG_MAP = config_map
+
         def supports(self, layer):
             return default_registry.supports(layer) and super().supports(layer)
+
+        def get_quantize_config(self, layer):
+            return self.apply_sparsity_preserve_quantize_config(
+                layer, default_registry.get_quantize_config(layer))
 
     class Scheme(tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme):
         def get_quantize_registry(self):
@@ -177,10 +238,13 @@ def _prune_preserve_scheme():
 
 def quantize_aware(model: keras.Model, images, labels, *, pruned: bool, epochs: int, lr: float,
                    batch_size: int, augment, seed: int, label_smoothing: float,
-                   report: CompressionReport, verbose: int = 0) -> keras.Model:
+                   report: CompressionReport, temperature: float = 1.0,
+                   teacher: keras.Model | None = None, per_channel: bool = True,
+                   verbose: int = 0) -> keras.Model:
     """Quantization-aware training: pruning-preserving for pruned models, default 8-bit
     otherwise. Layers the scheme cannot quantize (Normalization, Resizing, ...) stay float
-    and are listed in ``report.float_layers``.
+    and are listed in ``report.float_layers``. ``per_channel=False`` trains per-tensor
+    weight scales (convert with ``per_channel=False`` too).
 
     Returns:
         The QAT model (fake-quant nodes inside), ready for the TFLite converter.
@@ -188,16 +252,18 @@ def quantize_aware(model: keras.Model, images, labels, *, pruned: bool, epochs: 
     tfmot = _tfmot()
     qk = tfmot.quantization.keras
     if pruned:
-        scheme = _prune_preserve_scheme()
+        scheme = _prune_preserve_scheme(per_channel)
         report.qat_scheme = "Default8BitPrunePreserveQuantizeScheme"
     else:
-        scheme = qk.default_8bit.Default8BitQuantizeScheme()
+        scheme = qk.default_8bit.Default8BitQuantizeScheme(disable_per_axis=not per_channel)
         report.qat_scheme = "Default8BitQuantizeScheme"
+    report.qat_scheme += "" if per_channel else " (per-tensor)"
     annotated = _annotate_supported(model, scheme.get_quantize_registry(), report)
     with qk.quantize_scope():
         qat = qk.quantize_apply(annotated, scheme)
     if epochs:
         report.history["qat"] = fine_tune(
             qat, images, labels, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
-            seed=seed, label_smoothing=label_smoothing, verbose=verbose)["accuracy"]
+            seed=seed, label_smoothing=label_smoothing, temperature=temperature,
+            teacher=teacher, verbose=verbose)["accuracy"]
     return qat

@@ -176,22 +176,24 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
     # int8 artifacts: prune (optional) + QAT, then convert.
     if any(f.quantized for f in formats):
         work = _load_keras(model_path)  # pruning mutates the layers it wraps
+        temperature = config.distill_temperature if config.distill else 1.0
         if config.distill:  # targets: the float model's probabilities on the same images
             targets = softmax(reference.predict(x_tr[..., None].astype(np.float32),
-                                                batch_size=512, verbose=0))
+                                                batch_size=512, verbose=0) / temperature)
         else:
             targets = y_tr
         # Distillation targets are the float model's outputs on the clean images, so the
         # student sees those same clean images; label training keeps the run's augmentation.
         tune = dict(lr=config.lr, batch_size=config.batch_size,
                     augment=None if config.distill else augment, seed=config.seed,
-                    label_smoothing=0.0 if config.distill else smoothing, report=comp,
-                    verbose=verbose)
+                    label_smoothing=0.0 if config.distill else smoothing,
+                    temperature=temperature, report=comp, verbose=verbose)
         if config.sparsity > 0:
             log.info("pruning to %.0f%% sparsity, %d epochs on %d images",
                      100 * config.sparsity, config.prune_epochs, len(x_tr))
+            keep = compress.end_layers(work) if config.keep_ends_dense else ()
             work = compress.prune(work, x_tr, targets, sparsity=config.sparsity,
-                                  epochs=config.prune_epochs, **tune)
+                                  epochs=config.prune_epochs, keep_dense=keep, **tune)
         float_compressed = work
         if config.sparsity > 0:
             # What pruning alone buys in transport: gzip of the pruned vs the unpruned float
@@ -203,11 +205,13 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
                                  "gzip_ratio": pruned_gzip / dense_gzip}
         log.info("quantization-aware training, %d epochs", config.qat_epochs)
         qat = compress.quantize_aware(work, x_tr, targets, pruned=config.sparsity > 0,
-                                      epochs=config.qat_epochs, **tune)
+                                      epochs=config.qat_epochs,
+                                      per_channel=config.per_channel, **tune)
         if "tflite-int8" in config.formats:
             log.info("converting tflite-int8")
             path = stage / FORMATS["tflite-int8"].filename
-            blob = convert.to_tflite(qat, "int8", calibration, config.int8_io)
+            blob = convert.to_tflite(qat, "int8", calibration, config.int8_io,
+                                     per_channel=config.per_channel)
             atomic.write_bytes(path, convert.add_tflite_metadata(
                 blob, {**base_card, "format": "tflite-int8"}))
             files["tflite-int8"] = path
@@ -215,7 +219,8 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
         if "onnx-int8" in config.formats:
             log.info("converting onnx-int8 (QAT weights and post-training; best on validation)")
             files["onnx-int8"], notes["onnx-int8"] = _onnx_int8(
-                stage, qat, float_compressed, calibration, x_val, y_val, base_card)
+                stage, qat, float_compressed, calibration, x_val, y_val, base_card,
+                config.per_channel)
 
     # Cards (JSON sidecars with sha256) and parity on the full test set.
     records, logits = [], {}
@@ -278,8 +283,8 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
     return result
 
 
-def _onnx_int8(stage: Path, qat, float_compressed, calibration, x_val, y_val, card
-               ) -> tuple[Path, dict[str, Any]]:
+def _onnx_int8(stage: Path, qat, float_compressed, calibration, x_val, y_val, card,
+               per_channel: bool = True) -> tuple[Path, dict[str, Any]]:
     """Make the ONNX int8 two ways and keep the one more accurate on the validation split.
 
     Both are onnxruntime ``quantize_static`` QDQ models (int8 weights and activations),
@@ -299,7 +304,8 @@ def _onnx_int8(stage: Path, qat, float_compressed, calibration, x_val, y_val, ca
             work = tmp / name
             work.mkdir()
             try:
-                candidates[name] = convert.onnx_int8_static(make_float(), calibration, work)
+                candidates[name] = convert.onnx_int8_static(make_float(), calibration, work,
+                                                            per_channel)
             except Exception as exc:  # record why and keep the other method
                 errors[name] = f"{type(exc).__name__}: {exc}"[:500]
                 continue

@@ -235,17 +235,27 @@ def export(
         help="Comma-separated formats: tflite-fp32, tflite-fp16, tflite-dynamic, "
              "tflite-int8, onnx-fp32, onnx-int8.")] = None,
     sparsity: Annotated[float, typer.Option(help="Pruning sparsity (0: no pruning).")] = 0.5,
-    prune_epochs: Annotated[int, typer.Option()] = 2,
+    prune_epochs: Annotated[int, typer.Option()] = 4,
+    keep_ends_dense: Annotated[bool, typer.Option(
+        "--keep-ends-dense/--prune-ends",
+        help="Keep the first and last Conv2D/Dense dense (the rest reach --sparsity overall).")
+    ] = True,
     qat_epochs: Annotated[int, typer.Option()] = 2,
-    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 1e-4,
+    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 3e-4,
     distill: Annotated[bool, typer.Option(
         "--distill/--no-distill",
         help="Fine-tune towards the float model's probabilities (knowledge distillation).")
     ] = True,
+    distill_temperature: Annotated[float, typer.Option(
+        help="Distillation temperature T (Hinton et al. 2015).")] = 1.0,
     batch_size: Annotated[int, typer.Option()] = 128,
     calibration_samples: Annotated[int, typer.Option(
         help="Training images in the representative dataset.")] = 500,
     int8_io: Annotated[str, typer.Option(help="int8 or uint8 TFLite model I/O.")] = "int8",
+    per_channel: Annotated[bool, typer.Option(
+        "--per-channel/--per-tensor",
+        help="int8 weight scales per output channel, or one per tensor (smaller files).")
+    ] = True,
     max_accuracy_drop: Annotated[float, typer.Option(
         help="Gate: largest int8 top-1 loss vs float, percentage points.")] = 0.5,
     train_limit: Annotated[int, typer.Option(
@@ -278,8 +288,10 @@ def export(
             chosen = (*chosen, *FP16_SET)
         config = ExportConfig(
             formats=tuple(dict.fromkeys(chosen)), sparsity=sparsity, prune_epochs=prune_epochs,
-            qat_epochs=qat_epochs, lr=lr, distill=distill, batch_size=batch_size,
-            calibration_samples=calibration_samples, int8_io=int8_io,
+            keep_ends_dense=keep_ends_dense,
+            qat_epochs=qat_epochs, lr=lr, distill=distill,
+            distill_temperature=distill_temperature, batch_size=batch_size,
+            calibration_samples=calibration_samples, int8_io=int8_io, per_channel=per_channel,
             max_accuracy_drop=max_accuracy_drop, train_limit=train_limit,
             latency_runs=latency_runs, seed=seed)
         import logging

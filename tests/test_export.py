@@ -34,7 +34,7 @@ def exported(small_run, data_dir):
         "export", str(small_run), "--int8", "--fp16", "--formats", "tflite-dynamic",
         "--sparsity", "0.5", "--prune-epochs", "1", "--qat-epochs", "1",
         "--train-limit", "600", "--calibration-samples", "100", "--latency-runs", "20",
-        "--max-accuracy-drop", "10", "--data-dir", str(data_dir)])
+        "--distill-temperature", "2", "--max-accuracy-drop", "10", "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
     return small_run / "export"
 
@@ -52,6 +52,10 @@ def test_artifacts_manifest_and_reports(exported):
     assert int8["input_dtype"] == "int8" and int8["input_scale"] == 1.0
     assert int8["input_zero_point"] == -128
     assert manifest["compression"]["measured_sparsity"] == pytest.approx(0.5, abs=0.02)
+    from fmnist_edge.runtime import load
+
+    details = load(exported / "model_int8.tflite").interpreter.get_tensor_details()
+    assert max(len(t["quantization_parameters"]["scales"]) for t in details) > 1  # per channel
     assert "normalize" in manifest["compression"]["float_layers"]
     assert manifest["versions"]["tensorflow"].startswith("2.")
     import hashlib
@@ -124,6 +128,23 @@ def test_float_atol_gate_fails_on_a_wrong_artifact(small_run, exported):
     assert not rec.passed and "drop" in rec.reasons[0]
 
 
+def test_per_tensor_export_has_one_scale_per_tensor(small_run, data_dir, tmp_path):
+    from fmnist_edge.runtime import load
+
+    out = tmp_path / "per_tensor"
+    result = runner.invoke(app, [
+        "export", str(small_run), "--formats", "tflite-int8", "--per-tensor",
+        "--prune-epochs", "1", "--qat-epochs", "1", "--train-limit", "300",
+        "--calibration-samples", "50", "--latency-runs", "5", "--max-accuracy-drop", "10",
+        "--out", str(out), "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    details = load(out / "model_int8.tflite").interpreter.get_tensor_details()
+    assert {len(t["quantization_parameters"]["scales"]) for t in details} <= {0, 1}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["compression"]["qat_scheme"].endswith("(per-tensor)")
+    assert manifest["config"]["per_channel"] is False
+
+
 def test_existing_export_needs_overwrite(small_run, exported, data_dir):
     result = runner.invoke(app, ["export", str(small_run), "--data-dir", str(data_dir)])
     assert result.exit_code == 1 and "--overwrite" in result.output
@@ -144,3 +165,52 @@ def test_corrupt_model_is_a_clear_error_and_writes_nothing(small_run, tmp_path, 
     assert result.exit_code == 1
     assert "model.keras" in result.output and "not a readable Keras model" in result.output
     assert sorted(p.name for p in bad.iterdir()) == ["config.json", "model.keras"]
+
+
+def _script(name):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_zoo_measures_an_exported_run(small_run, exported, data_dir, tmp_path, monkeypatch):
+    collect, zoo = _script("collect"), _script("zoo")
+    monkeypatch.setattr(collect, "RESULTS", tmp_path)
+    monkeypatch.setattr(zoo, "collect", collect)
+    collect.record_run(small_run, "test", "test")
+    zoo.measure(small_run, runs=5, data_dir=data_dir)
+    record = json.loads((tmp_path / "zoo_cnn.json").read_text())
+    assert record["benchmark"]["tflite-int8"]["batch_256"]["throughput_ips"] > 0
+    assert record["macs_per_image"] > record["parameters"]  # convolutions reuse weights
+    table = collect._zoo_table()
+    assert table.splitlines()[2].startswith("| cnn | 289,066 |")
+    assert zoo.choose_default(collect.zoo_rows(), budget_ms=1e9) == "cnn"
+    with pytest.raises(ValueError, match="no int8 model"):
+        zoo.choose_default(collect.zoo_rows(), budget_ms=0)
+    png = zoo.plot(collect.zoo_rows(), tmp_path / "pareto.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mac_count_of_a_known_model():
+    from fmnist_edge.train.keras_shim import keras
+
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+    # 28*28 positions * 3*3*1*4 + 14*14 * 3*3*4*1 + 4*10
+    assert _script("zoo").count_macs(model) == 28 * 28 * 36 + 14 * 14 * 36 + 40
+
+
+def test_pareto_front():
+    zoo = _script("zoo")
+    points = [(1.0, 0.90), (0.5, 0.91), (2.0, 0.95), (3.0, 0.94), (0.1, 0.80)]
+    assert zoo.pareto_front(points) == [4, 1, 2]

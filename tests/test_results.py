@@ -20,8 +20,7 @@ def _collect():
 def test_readme_tables_match_committed_results():
     collect = _collect()
     readme = (ROOT / "README.md").read_text()
-    for name, render in (("train", collect._train_table), ("export", collect._export_table),
-                         ("device", collect._device_table)):
+    for name, render in collect.TABLES.items():
         block = re.search(rf"<!-- results:{name} -->\n(.*?)<!-- /results:{name} -->", readme,
                           re.S)
         assert block, f"README lacks the {name} results block"

@@ -153,7 +153,7 @@ RECIPES: dict[str, TrainConfig] = {
         augment=AugmentConfig(shift_px=2, flip=True, erasing_prob=0.3)),
     "mobilenetv2": TrainConfig(
         arch="mobilenetv2", epochs=30, batch_size=128, optimizer="adamw", lr=1e-3,
-        schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1, input_size=32,
+        schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1, input_size=40,
         augment=_BACKBONE_AUGMENT),
     "resnet50": TrainConfig(
         arch="resnet50", epochs=15, batch_size=128, optimizer="adamw", lr=1e-3,

@@ -1,0 +1,126 @@
+"""How the export's fine-tuning recipe keeps the float model's predictions: for each setting,
+prune (and optionally QAT-fine-tune) a trained run and measure, on the *validation* split
+(never the test set: this chooses the export defaults), top-1 agreement with the float model
+and top-1 accuracy of the pruned float model and of the QAT model (fake-quant, in Keras).
+
+    python benchmarks/prune_agreement.py runs/cnn/RUN \\
+        --setting prune_epochs=2,lr=1e-4,temperature=1 \\
+        --setting prune_epochs=4,lr=3e-4,temperature=4,qat_epochs=2 \\
+        --out benchmarks/results/experiments/prune_agreement_cnn.json
+
+Settings not given take the ExportConfig defaults (sparsity, batch size, seed). Results are
+written after every setting, so a long sweep keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import numpy as np  # noqa: E402
+
+from fmnist_edge import atomic, data, runs  # noqa: E402
+from fmnist_edge.contract import softmax  # noqa: E402
+from fmnist_edge.export import compress  # noqa: E402
+from fmnist_edge.export.config import ExportConfig  # noqa: E402
+from fmnist_edge.provenance import provenance  # noqa: E402
+from fmnist_edge.train.config import TrainConfig  # noqa: E402
+from fmnist_edge.train.keras_shim import keras  # noqa: E402
+
+_KEYS = {"prune_epochs": int, "qat_epochs": int, "lr": float, "temperature": float,
+         "sparsity": float, "online": int, "freeze_bn": int,
+         "keep_ends": int}
+
+
+def parse_setting(text: str) -> dict:
+    """``"prune_epochs=4,lr=3e-4"`` -> ``{"prune_epochs": 4, "lr": 0.0003}`` (typed)."""
+    setting = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in _KEYS:
+            raise SystemExit(f"unknown setting {key!r}; choose from {sorted(_KEYS)}")
+        setting[key] = _KEYS[key](value)
+    return setting
+
+
+def _predict(model, images) -> np.ndarray:
+    return np.asarray(model.predict(images[..., None].astype(np.float32), batch_size=512,
+                                    verbose=0), np.float32)
+
+
+def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, teacher_logits,
+                defaults: ExportConfig, augment=None) -> dict:
+    temperature = setting.get("temperature", defaults.distill_temperature)
+    targets = softmax(teacher_logits / temperature)
+    keras.utils.set_random_seed(defaults.seed)
+    report = compress.CompressionReport()
+    # online=1: the teacher labels each augmented batch on the fly (the run's augmentation).
+    online = bool(setting.get("online", 0))
+    tune = dict(lr=setting.get("lr", defaults.lr), batch_size=defaults.batch_size,
+                augment=augment if online else None, seed=defaults.seed, label_smoothing=0.0,
+                temperature=temperature, report=report,
+                teacher=keras.models.load_model(model_path, compile=False) if online else None)
+    start = time.perf_counter()
+    work = keras.models.load_model(model_path, compile=False)
+    if setting.get("freeze_bn"):  # BatchNorm in inference mode: the float model's statistics
+        for layer in work.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    sparsity = setting.get("sparsity", defaults.sparsity)
+    if sparsity > 0:
+        keep = compress.end_layers(work) if setting.get("keep_ends") else ()
+        work = compress.prune(work, x_tr, targets, sparsity=sparsity, keep_dense=keep,
+                              epochs=setting.get("prune_epochs", defaults.prune_epochs), **tune)
+
+    def score(model) -> dict:
+        top1 = _predict(model, x_val).argmax(1)
+        return {"val_agreement": float((top1 == ref_val).mean()),
+                "val_top1": float((top1 == y_val).mean())}
+
+    result = {"setting": setting, "pruned_float": score(work),
+              "measured_sparsity": report.measured_sparsity}
+    qat_epochs = setting.get("qat_epochs", 0)
+    if qat_epochs:
+        qat = compress.quantize_aware(work, x_tr, targets, pruned=sparsity > 0,
+                                      epochs=qat_epochs, **tune)
+        result["qat"] = score(qat)
+    result["time_s"] = time.perf_counter() - start
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--setting", action="append", required=True, type=parse_setting)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+
+    model_path = runs.resolve_model(args.run)
+    config_path = model_path.parent / runs.CONFIG_FILE
+    train_cfg = TrainConfig.read(config_path) if config_path.is_file() else TrainConfig()
+    x, y = data.load_split("train", args.data_dir)
+    train_idx, val_idx = data.stratified_split(y, train_cfg.val_size, seed=train_cfg.seed)
+    x_tr, x_val, y_val = x[train_idx], x[val_idx], y[val_idx]
+    reference = keras.models.load_model(model_path, compile=False)
+    teacher_logits = _predict(reference, x_tr)
+    ref_val_logits = _predict(reference, x_val)
+    ref_val = ref_val_logits.argmax(1)
+    out = {"source_model": str(model_path),
+           "reference_val_top1": float((ref_val == y_val).mean()),
+           "num_val_images": int(len(y_val)), "defaults": ExportConfig().to_dict(),
+           "results": [], "provenance": provenance()}
+    for setting in args.setting:
+        print(f"setting {setting}", flush=True)
+        out["results"].append(run_setting(model_path, setting, x_tr, x_val, y_val, ref_val,
+                                          teacher_logits, ExportConfig(), train_cfg.augment))
+        print(out["results"][-1], flush=True)
+        atomic.write_json(args.out, out)
+
+
+if __name__ == "__main__":
+    main()

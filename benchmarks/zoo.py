@@ -1,0 +1,158 @@
+"""Model zoo: measure every trained and exported architecture, then regenerate the README's
+zoo table and the accuracy-vs-latency Pareto plot from the committed results.
+
+    python benchmarks/zoo.py runs/mlp/<id> runs/cnn/<id> ...   # measure, then tables + plot
+    python benchmarks/zoo.py --tables-only                      # README + plot from results
+
+Measuring a run (it must have been recorded by ``benchmarks/collect.py`` and exported with
+``fmnist-edge export --int8``) writes ``benchmarks/results/zoo_<arch>.json``: MACs per image
+(counted from the Keras model's Conv2D / DepthwiseConv2D / Dense layers), and the
+``fmnist-edge benchmark`` rows of every exported artifact at batch 1 and 256 on one thread.
+The table joins those with ``train_<arch>.json`` and ``export_<arch>.json``; it is a pure
+function of the committed JSON, so it regenerates byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fmnist_edge import atomic
+from fmnist_edge.benchmark import benchmark
+from fmnist_edge.provenance import provenance
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import collect  # noqa: E402  (sibling script: RESULTS, README markers)
+
+PARETO_PNG = collect.RESULTS / "pareto.png"
+ARTIFACT_FORMATS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
+#: batch-1 p50 latency budget (ms, one thread, this machine) of the shipped default model.
+DEFAULT_LATENCY_BUDGET_MS = 1.0
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates per image of a Keras model's Conv2D, DepthwiseConv2D and Dense
+    layers (convolution: output positions x kernel size; dense: kernel size). Resizing,
+    normalisation, pooling, BatchNorm and activations are not counted (the usual convention,
+    e.g. the MobileNetV2 paper's "MAdds", arXiv:1801.04381)."""
+    from fmnist_edge.train.keras_shim import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+            _, height, width, _ = layer.output_shape
+            kernel = (layer.depthwise_kernel if isinstance(layer, keras.layers.DepthwiseConv2D)
+                      else layer.kernel)
+            total += height * width * int(np.prod(kernel.shape))
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return total
+
+
+def measure(run: Path, *, runs: int, data_dir: Path | None) -> Path:
+    """Benchmark a run's export and count its MACs; writes ``zoo_<arch>.json``."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from fmnist_edge.train.keras_shim import keras
+
+    config = json.loads((run / "config.json").read_text())
+    arch = config["arch"]
+    export = run / "export"
+    manifest = json.loads((export / "manifest.json").read_text())
+    files = {name: export / a["file"] for name, a in manifest["artifacts"].items()
+             if name in ARTIFACT_FORMATS}
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    bench = benchmark(list(files.values()), batch_sizes=(1, 256), threads=(1,), runs=runs,
+                      data_dir=data_dir)
+    by_file = {Path(r["model"]).name: r for r in bench["rows"]}
+    rows = {}
+    for name, path in files.items():
+        rows[name] = {f"batch_{r['batch_size']}": {k: r[k] for k in (
+            "p50_ms", "p90_ms", "p99_ms", "throughput_ips", "runs")}
+            for r in bench["rows"] if Path(r["model"]).name == path.name}
+        rows[name]["size_bytes"] = by_file[path.name]["size_bytes"]
+    record = {"arch": arch, "run": run.name, "parameters": int(model.count_params()),
+              "macs_per_image": count_macs(model), "benchmark": rows,
+              "machine": bench["machine"], "provenance": provenance()}
+    return atomic.write_json(collect.RESULTS / f"zoo_{arch}.json", record)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points (latency, accuracy) no other point beats on both (lower
+    latency and higher accuracy), in latency order."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -1.0
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def choose_default(rows: list[dict], budget_ms: float = DEFAULT_LATENCY_BUDGET_MS) -> str:
+    """The shipped model: the most accurate int8 TFLite on the accuracy-latency Pareto front
+    whose batch-1 p50 fits ``budget_ms``. Raises ValueError when none fits."""
+    points = [(r["bench"]["tflite-int8"]["batch_1"]["p50_ms"],
+               r["arts"]["tflite-int8"]["top1_accuracy"]) for r in rows]
+    fits = [i for i in pareto_front(points) if points[i][0] <= budget_ms]
+    if not fits:
+        raise ValueError(f"no int8 model has a p50 within {budget_ms} ms")
+    return rows[max(fits, key=lambda i: points[i][1])]["arch"]
+
+
+def plot(rows: list[dict], out: Path = PARETO_PNG) -> Path:
+    """Accuracy vs batch-1 latency of every int8 TFLite / ONNX model (marker area ~ file
+    size), Pareto front of the int8 TFLite models drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for fmt, marker in (("tflite-int8", "o"), ("onnx-int8", "s")):
+        xs = [r["bench"][fmt]["batch_1"]["p50_ms"] for r in rows]
+        ys = [100 * r["arts"][fmt]["top1_accuracy"] for r in rows]
+        sizes = [20 + r["bench"][fmt]["size_bytes"] / 2**14 for r in rows]
+        ax.scatter(xs, ys, s=sizes, marker=marker, alpha=0.6, label=f"{fmt} (area ~ size)")
+        if fmt == "tflite-int8":
+            for r, x, y in zip(rows, xs, ys):
+                ax.annotate(r["arch"], (x, y), textcoords="offset points", xytext=(6, 4))
+            front = pareto_front(list(zip(xs, ys)))
+            ax.plot([xs[i] for i in front], [ys[i] for i in front], "k--", lw=1,
+                    label="Pareto front (TFLite int8)")
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency, batch 1, 1 thread (ms, log scale)")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.set_title("Fashion-MNIST int8 models: accuracy vs latency")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    atomic.write_with(out, lambda tmp: fig.savefig(tmp, format="png",
+                                                   metadata={"Software": None}))
+    plt.close(fig)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="*")
+    parser.add_argument("--tables-only", action="store_true")
+    parser.add_argument("--bench-runs", type=int, default=300)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args()
+    if not args.tables_only:
+        for run in args.runs:
+            print(f"wrote {measure(run, runs=args.bench_runs, data_dir=args.data_dir)}")
+    rows = collect.zoo_rows()
+    if rows:
+        plot(rows)
+        print(f"default model by the rule in choose_default(): {choose_default(rows)}")
+    collect.update_readme()
+
+
+if __name__ == "__main__":
+    main()
