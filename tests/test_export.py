@@ -214,3 +214,20 @@ def test_pareto_front():
     zoo = _script("zoo")
     points = [(1.0, 0.90), (0.5, 0.91), (2.0, 0.95), (3.0, 0.94), (0.1, 0.80)]
     assert zoo.pareto_front(points) == [4, 1, 2]
+
+
+def test_end_layers_stay_dense_and_the_rest_reach_the_overall_sparsity():
+    from fmnist_edge.export import compress
+    from fmnist_edge.train.architectures import build
+
+    model = build("cnn")
+    ends = compress.end_layers(model)
+    assert ends == ("conv1_1", "logits")
+    sizes = {layer.name: layer.kernel.shape.num_elements() for layer in model.layers
+             if isinstance(layer, compress.PRUNABLE)}
+    rest = compress.layer_sparsity(model, 0.5, ends)
+    pruned = sum(n for name, n in sizes.items() if name not in ends)
+    assert rest * pruned == pytest.approx(0.5 * sum(sizes.values()))
+    assert compress.layer_sparsity(model, 0.5, ()) == 0.5
+    with pytest.raises(ValueError, match="cannot reach"):
+        compress.layer_sparsity(model, 0.999, ends)
