@@ -197,15 +197,13 @@ def _annotate_supported(model: keras.Model, registry, report: CompressionReport)
     return keras.models.clone_model(model, clone_function=annotate)
 
 
-def _prune_preserve_scheme(per_channel: bool = True):
+def _prune_preserve_scheme():
     """Default8BitPrunePreserveQuantizeScheme whose registry's ``supports()`` agrees with
-    ``get_quantize_config()``, with per-channel or per-tensor weight scales.
+    ``get_quantize_config()``.
 
     tfmot 0.8.1's prune-preserve registry reports every weightless layer (e.g. Normalization)
     as supported, then delegates to the default 8-bit registry, which rejects it inside
     ``quantize_apply``; here a layer is supported only when both registries support it.
-    Per-tensor: the default registry's ``disable_per_axis`` configs, whose Conv2D kernel
-    quantizer becomes tfmot's per-tensor prune-preserving one.
     """
     tfmot = _tfmot()
     from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (  # noqa: E501
@@ -213,21 +211,11 @@ def _prune_preserve_scheme(per_channel: bool = True):
     )
 
     default_registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme(
-        disable_per_axis=not per_channel).get_quantize_registry()
-    config_map = dict(pp.PrunePreserveQuantizeRegistry._LAYERS_CONFIG_MAP)
-    conv = config_map[keras.layers.Conv2D]
-    config_map[keras.layers.Conv2D] = pp._PrunePreserveInfo(
-        conv.weight_attrs, [*conv.quantize_config_attrs, "Default8BitQuantizeConfig"])
+    ).get_quantize_registry()
 
     class Registry(pp.Default8bitPrunePreserveQuantizeRegistry):
-        _LAYERS_CONFIG_MAP = config_map
-
         def supports(self, layer):
             return default_registry.supports(layer) and super().supports(layer)
-
-        def get_quantize_config(self, layer):
-            return self.apply_sparsity_preserve_quantize_config(
-                layer, default_registry.get_quantize_config(layer))
 
     class Scheme(tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme):
         def get_quantize_registry(self):
@@ -239,12 +227,10 @@ def _prune_preserve_scheme(per_channel: bool = True):
 def quantize_aware(model: keras.Model, images, labels, *, pruned: bool, epochs: int, lr: float,
                    batch_size: int, augment, seed: int, label_smoothing: float,
                    report: CompressionReport, temperature: float = 1.0,
-                   teacher: keras.Model | None = None, per_channel: bool = True,
-                   verbose: int = 0) -> keras.Model:
+                   teacher: keras.Model | None = None, verbose: int = 0) -> keras.Model:
     """Quantization-aware training: pruning-preserving for pruned models, default 8-bit
     otherwise. Layers the scheme cannot quantize (Normalization, Resizing, ...) stay float
-    and are listed in ``report.float_layers``. ``per_channel=False`` trains per-tensor
-    weight scales (convert with ``per_channel=False`` too).
+    and are listed in ``report.float_layers``.
 
     Returns:
         The QAT model (fake-quant nodes inside), ready for the TFLite converter.
@@ -252,12 +238,11 @@ def quantize_aware(model: keras.Model, images, labels, *, pruned: bool, epochs: 
     tfmot = _tfmot()
     qk = tfmot.quantization.keras
     if pruned:
-        scheme = _prune_preserve_scheme(per_channel)
+        scheme = _prune_preserve_scheme()
         report.qat_scheme = "Default8BitPrunePreserveQuantizeScheme"
     else:
-        scheme = qk.default_8bit.Default8BitQuantizeScheme(disable_per_axis=not per_channel)
+        scheme = qk.default_8bit.Default8BitQuantizeScheme()
         report.qat_scheme = "Default8BitQuantizeScheme"
-    report.qat_scheme += "" if per_channel else " (per-tensor)"
     annotated = _annotate_supported(model, scheme.get_quantize_registry(), report)
     with qk.quantize_scope():
         qat = qk.quantize_apply(annotated, scheme)

@@ -34,10 +34,6 @@ class ExportConfig:
         calibration_samples: training images in the representative dataset (calibration of
             int8 ranges the QAT model does not carry, and of onnxruntime static quantization).
         int8_io: ``int8`` or ``uint8`` input/output of the full-integer TFLite model.
-        per_channel: per-channel int8 weight scales (``False``: one scale per tensor: smaller
-            files for networks of many thin layers such as MobileNetV2, whose per-channel
-            scales and zero points take ~15 % of the int8 file, and what some accelerators
-            require).
         max_accuracy_drop: gate: the largest test top-1 loss of an int8 artifact against the
             float Keras model, in percentage points.
         float_atol: gate: the largest |logit| difference of a float32 artifact vs Keras.
@@ -58,7 +54,6 @@ class ExportConfig:
     batch_size: int = 128
     calibration_samples: int = 500
     int8_io: str = "int8"
-    per_channel: bool = True
     max_accuracy_drop: float = 0.5
     float_atol: float = 1e-4
     train_limit: int = 0

@@ -31,7 +31,7 @@ def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.
 
 
 def to_tflite(model: keras.Model, kind: str, calibration: np.ndarray | None = None,
-              int8_io: str = "int8", per_channel: bool = True) -> bytes:
+              int8_io: str = "int8") -> bytes:
     """Convert with the TFLite converter.
 
     Args:
@@ -41,9 +41,6 @@ def to_tflite(model: keras.Model, kind: str, calibration: np.ndarray | None = No
             calibrated on ``calibration``).
         calibration: ``uint8[M, 28, 28]`` representative images (``int8`` only).
         int8_io: ``int8`` or ``uint8`` model input/output type (``int8`` only).
-        per_channel: per-channel weight scales (``int8`` only; ``False``: one scale per
-            tensor, the converter's ``_experimental_disable_per_channel``; pair it with a QAT
-            model trained per-tensor, or the converter requantizes per channel anyway).
 
     Returns:
         The flatbuffer bytes.
@@ -63,7 +60,6 @@ def to_tflite(model: keras.Model, kind: str, calibration: np.ndarray | None = No
         io_type = tf.int8 if int8_io == "int8" else tf.uint8
         converter.inference_input_type = io_type
         converter.inference_output_type = io_type
-        converter._experimental_disable_per_channel = not per_channel
     elif kind != "fp32":
         raise ValueError(f"unknown TFLite kind {kind!r}")
     return converter.convert()
@@ -114,11 +110,10 @@ class _CalibrationReader:
         return next(self._batches, None)
 
 
-def onnx_int8_static(float_proto, calibration: np.ndarray, work_dir, per_channel: bool = True):
+def onnx_int8_static(float_proto, calibration: np.ndarray, work_dir):
     """Static QDQ int8 quantization with onnxruntime.quantization.quantize_static.
 
-    Per-channel (or per-tensor) int8 weights, int8 activations, MinMax calibration on
-    ``calibration``
+    Per-channel int8 weights, int8 activations, MinMax calibration on ``calibration``
     (onnxruntime docs, "Quantize ONNX models", QDQ format recommended for CPU).
 
     Returns:
@@ -136,7 +131,7 @@ def onnx_int8_static(float_proto, calibration: np.ndarray, work_dir, per_channel
     quantize_static(str(pre), str(dst),
                     _CalibrationReader(float_proto.graph.input[0].name, calibration),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, per_channel=per_channel,
+                    weight_type=QuantType.QInt8, per_channel=True,
                     calibrate_method=CalibrationMethod.MinMax)
     return onnx.load(dst)
 

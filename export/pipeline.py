@@ -205,13 +205,11 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
                                  "gzip_ratio": pruned_gzip / dense_gzip}
         log.info("quantization-aware training, %d epochs", config.qat_epochs)
         qat = compress.quantize_aware(work, x_tr, targets, pruned=config.sparsity > 0,
-                                      epochs=config.qat_epochs,
-                                      per_channel=config.per_channel, **tune)
+                                      epochs=config.qat_epochs, **tune)
         if "tflite-int8" in config.formats:
             log.info("converting tflite-int8")
             path = stage / FORMATS["tflite-int8"].filename
-            blob = convert.to_tflite(qat, "int8", calibration, config.int8_io,
-                                     per_channel=config.per_channel)
+            blob = convert.to_tflite(qat, "int8", calibration, config.int8_io)
             atomic.write_bytes(path, convert.add_tflite_metadata(
                 blob, {**base_card, "format": "tflite-int8"}))
             files["tflite-int8"] = path
@@ -219,8 +217,7 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
         if "onnx-int8" in config.formats:
             log.info("converting onnx-int8 (QAT weights and post-training; best on validation)")
             files["onnx-int8"], notes["onnx-int8"] = _onnx_int8(
-                stage, qat, float_compressed, calibration, x_val, y_val, base_card,
-                config.per_channel)
+                stage, qat, float_compressed, calibration, x_val, y_val, base_card)
 
     # Cards (JSON sidecars with sha256) and parity on the full test set.
     records, logits = [], {}
@@ -283,8 +280,8 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
     return result
 
 
-def _onnx_int8(stage: Path, qat, float_compressed, calibration, x_val, y_val, card,
-               per_channel: bool = True) -> tuple[Path, dict[str, Any]]:
+def _onnx_int8(stage: Path, qat, float_compressed, calibration, x_val, y_val, card
+               ) -> tuple[Path, dict[str, Any]]:
     """Make the ONNX int8 two ways and keep the one more accurate on the validation split.
 
     Both are onnxruntime ``quantize_static`` QDQ models (int8 weights and activations),
@@ -304,8 +301,7 @@ def _onnx_int8(stage: Path, qat, float_compressed, calibration, x_val, y_val, ca
             work = tmp / name
             work.mkdir()
             try:
-                candidates[name] = convert.onnx_int8_static(make_float(), calibration, work,
-                                                            per_channel)
+                candidates[name] = convert.onnx_int8_static(make_float(), calibration, work)
             except Exception as exc:  # record why and keep the other method
                 errors[name] = f"{type(exc).__name__}: {exc}"[:500]
                 continue

@@ -6,6 +6,7 @@ Heavy libraries (TensorFlow, onnxruntime) are imported inside the commands that 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -224,6 +225,15 @@ def benchmark(
         atomic.write_text(as_csv, to_csv(result))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Log to whatever ``sys.stderr`` is now (it is swapped by typer's CliRunner, so a
+    handler bound to the stream of an earlier call would write to a closed file)."""
+
+    def emit(self, record):
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 @app.command()
 def export(
     source: Annotated[Path | None, typer.Argument(
@@ -252,10 +262,6 @@ def export(
     calibration_samples: Annotated[int, typer.Option(
         help="Training images in the representative dataset.")] = 500,
     int8_io: Annotated[str, typer.Option(help="int8 or uint8 TFLite model I/O.")] = "int8",
-    per_channel: Annotated[bool, typer.Option(
-        "--per-channel/--per-tensor",
-        help="int8 weight scales per output channel, or one per tensor (smaller files).")
-    ] = True,
     max_accuracy_drop: Annotated[float, typer.Option(
         help="Gate: largest int8 top-1 loss vs float, percentage points.")] = 0.5,
     train_limit: Annotated[int, typer.Option(
@@ -291,15 +297,13 @@ def export(
             keep_ends_dense=keep_ends_dense,
             qat_epochs=qat_epochs, lr=lr, distill=distill,
             distill_temperature=distill_temperature, batch_size=batch_size,
-            calibration_samples=calibration_samples, int8_io=int8_io, per_channel=per_channel,
+            calibration_samples=calibration_samples, int8_io=int8_io,
             max_accuracy_drop=max_accuracy_drop, train_limit=train_limit,
             latency_runs=latency_runs, seed=seed)
-        import logging
-
         project_log = logging.getLogger("fmnist_edge")
         project_log.setLevel(logging.INFO)
         if not project_log.handlers:
-            handler = logging.StreamHandler()
+            handler = _StderrHandler()
             handler.setFormatter(logging.Formatter("%(message)s"))
             project_log.addHandler(handler)
             project_log.propagate = False  # TensorFlow installs a root handler too

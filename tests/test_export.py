@@ -128,23 +128,6 @@ def test_float_atol_gate_fails_on_a_wrong_artifact(small_run, exported):
     assert not rec.passed and "drop" in rec.reasons[0]
 
 
-def test_per_tensor_export_has_one_scale_per_tensor(small_run, data_dir, tmp_path):
-    from fmnist_edge.runtime import load
-
-    out = tmp_path / "per_tensor"
-    result = runner.invoke(app, [
-        "export", str(small_run), "--formats", "tflite-int8", "--per-tensor",
-        "--prune-epochs", "1", "--qat-epochs", "1", "--train-limit", "300",
-        "--calibration-samples", "50", "--latency-runs", "5", "--max-accuracy-drop", "10",
-        "--out", str(out), "--data-dir", str(data_dir)])
-    assert result.exit_code == 0, result.output
-    details = load(out / "model_int8.tflite").interpreter.get_tensor_details()
-    assert {len(t["quantization_parameters"]["scales"]) for t in details} <= {0, 1}
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["compression"]["qat_scheme"].endswith("(per-tensor)")
-    assert manifest["config"]["per_channel"] is False
-
-
 def test_existing_export_needs_overwrite(small_run, exported, data_dir):
     result = runner.invoke(app, ["export", str(small_run), "--data-dir", str(data_dir)])
     assert result.exit_code == 1 and "--overwrite" in result.output
