@@ -95,7 +95,8 @@ def zoo_rows() -> list[dict]:
         rows.append({"arch": arch, "parameters": zoo["parameters"],
                      "macs": zoo["macs_per_image"], "float_top1": train["test_top1"],
                      "arts": arts, "bench": zoo["benchmark"],
-                     "train_time_s": train["train_time_s"], "epochs": train["epochs"]})
+                     "train_time_s": train["train_time_s"], "epochs": train["epochs"],
+                     "gate": export["parity"]["gate"]["status"]})
     return rows
 
 
@@ -107,7 +108,7 @@ def _zoo_table() -> str:
     """Markdown table of :func:`zoo_rows`."""
     head = ("| arch | params | MMACs | float top-1 | int8 TFLite top-1 | int8 ONNX top-1 "
             "| fp32 / int8 TFLite (KiB) | p50 ms TFLite fp32 / int8 | p50 ms ONNX fp32 / int8 "
-            "| img/s @256 TFLite / ONNX int8 | train time |")
+            "| img/s @256 TFLite / ONNX int8 | train time | export gate |")
     rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in zoo_rows():
         a, b = r["arts"], r["bench"]
@@ -121,7 +122,7 @@ def _zoo_table() -> str:
             f"| {_ms(b, 'onnx-fp32')} / {_ms(b, 'onnx-int8')} "
             f"| {b['tflite-int8']['batch_256']['throughput_ips']:,.0f} / "
             f"{b['onnx-int8']['batch_256']['throughput_ips']:,.0f} "
-            f"| {r['train_time_s'] / 60:.0f} min ({r['epochs']} ep) |")
+            f"| {r['train_time_s'] / 60:.0f} min ({r['epochs']} ep) | {r['gate']} |")
     return "\n".join(rows)
 
 
