@@ -21,8 +21,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import numpy as np  # noqa: E402
-
 from fmnist_edge import atomic, data, runs  # noqa: E402
 from fmnist_edge.contract import softmax  # noqa: E402
 from fmnist_edge.export import compress  # noqa: E402
@@ -30,6 +28,7 @@ from fmnist_edge.export.config import ExportConfig  # noqa: E402
 from fmnist_edge.provenance import provenance  # noqa: E402
 from fmnist_edge.train.config import TrainConfig  # noqa: E402
 from fmnist_edge.train.keras_shim import keras  # noqa: E402
+from fmnist_edge.train.trainer import predict_logits  # noqa: E402
 
 _KEYS = {"prune_epochs": int, "qat_epochs": int, "lr": float, "temperature": float,
          "sparsity": float, "online": int, "freeze_bn": int,
@@ -45,11 +44,6 @@ def parse_setting(text: str) -> dict:
             raise SystemExit(f"unknown setting {key!r}; choose from {sorted(_KEYS)}")
         setting[key] = _KEYS[key](value)
     return setting
-
-
-def _predict(model, images) -> np.ndarray:
-    return np.asarray(model.predict(images[..., None].astype(np.float32), batch_size=512,
-                                    verbose=0), np.float32)
 
 
 def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, teacher_logits,
@@ -77,7 +71,7 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
                               epochs=setting.get("prune_epochs", defaults.prune_epochs), **tune)
 
     def score(model) -> dict:
-        top1 = _predict(model, x_val).argmax(1)
+        top1 = predict_logits(model, x_val).argmax(1)
         return {"val_agreement": float((top1 == ref_val).mean()),
                 "val_top1": float((top1 == y_val).mean())}
 
@@ -107,8 +101,8 @@ def main() -> None:
     train_idx, val_idx = data.stratified_split(y, train_cfg.val_size, seed=train_cfg.seed)
     x_tr, x_val, y_val = x[train_idx], x[val_idx], y[val_idx]
     reference = keras.models.load_model(model_path, compile=False)
-    teacher_logits = _predict(reference, x_tr)
-    ref_val_logits = _predict(reference, x_val)
+    teacher_logits = predict_logits(reference, x_tr)
+    ref_val_logits = predict_logits(reference, x_val)
     ref_val = ref_val_logits.argmax(1)
     out = {"source_model": str(model_path),
            "reference_val_top1": float((ref_val == y_val).mean()),

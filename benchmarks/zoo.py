@@ -68,13 +68,12 @@ def measure(run: Path, *, runs: int, data_dir: Path | None) -> Path:
     model = keras.models.load_model(run / "model.keras", compile=False)
     bench = benchmark(list(files.values()), batch_sizes=(1, 256), threads=(1,), runs=runs,
                       data_dir=data_dir)
-    by_file = {Path(r["model"]).name: r for r in bench["rows"]}
-    rows = {}
-    for name, path in files.items():
-        rows[name] = {f"batch_{r['batch_size']}": {k: r[k] for k in (
+    fmt_of = {str(path): name for name, path in files.items()}
+    rows: dict[str, dict] = {}
+    for r in bench["rows"]:
+        row = rows.setdefault(fmt_of[r["model"]], {"size_bytes": r["size_bytes"]})
+        row[f"batch_{r['batch_size']}"] = {k: r[k] for k in (
             "p50_ms", "p90_ms", "p99_ms", "throughput_ips", "runs")}
-            for r in bench["rows"] if Path(r["model"]).name == path.name}
-        rows[name]["size_bytes"] = by_file[path.name]["size_bytes"]
     record = {"arch": arch, "run": run.name, "parameters": int(model.count_params()),
               "macs_per_image": count_macs(model), "benchmark": rows,
               "machine": bench["machine"], "provenance": provenance()}
