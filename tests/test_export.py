@@ -57,6 +57,12 @@ def test_artifacts_manifest_and_reports(exported):
     details = load(exported / "model_int8.tflite").interpreter.get_tensor_details()
     assert max(len(t["quantization_parameters"]["scales"]) for t in details) > 1  # per channel
     assert "normalize" in manifest["compression"]["float_layers"]
+    for name in ("tflite-int8", "onnx-int8"):  # made from QAT and post-training, best kept
+        art = manifest["artifacts"][name]
+        scores = art["validation_by_method"]
+        assert set(scores) == {"qat", "ptq"}, art["method_errors"]
+        assert art["method"] == max(scores, key=lambda m: (
+            scores[m]["agreement_with_float"], scores[m]["top1_accuracy"]))
     assert manifest["versions"]["tensorflow"].startswith("2.")
     import hashlib
     for art in manifest["artifacts"].values():
@@ -214,3 +220,20 @@ def test_end_layers_stay_dense_and_the_rest_reach_the_overall_sparsity():
     assert compress.layer_sparsity(model, 0.5, ()) == 0.5
     with pytest.raises(ValueError, match="cannot reach"):
         compress.layer_sparsity(model, 0.999, ends)
+
+
+def test_int8_method_choice_skips_a_failing_method(exported, test_split, tmp_path):
+    from fmnist_edge.export.pipeline import ExportError, _best_int8
+    from fmnist_edge.runtime import load
+
+    images, labels = test_split
+    good = (exported / "model_int8.tflite").read_bytes()
+    ref = load(exported / "model_fp32.tflite").logits(images[:200])
+    makers = {"truncated": lambda work: good[:1000], "qat": lambda work: good}
+    path, notes = _best_int8(tmp_path, "tflite-int8", makers, images[:200], labels[:200], ref)
+    assert notes["method"] == "qat" and path.read_bytes() == good
+    assert "truncated" in notes["method_errors"] and list(notes["validation_by_method"]) == ["qat"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model_int8.tflite"]
+    with pytest.raises(ExportError, match="failed every way"):
+        _best_int8(tmp_path, "tflite-int8", {"truncated": lambda work: good[:1000]},
+                   images[:200], labels[:200], ref)
