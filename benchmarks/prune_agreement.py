@@ -32,7 +32,7 @@ from fmnist_edge.train.trainer import predict_logits  # noqa: E402
 
 _KEYS = {"prune_epochs": int, "qat_epochs": int, "lr": float, "temperature": float,
          "sparsity": float, "online": int, "freeze_bn": int,
-         "keep_ends": int}
+         "keep_ends": int, "allocation": str}
 
 
 def parse_setting(text: str) -> dict:
@@ -68,6 +68,7 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
     if sparsity > 0:
         keep = compress.end_layers(work) if setting.get("keep_ends") else ()
         work = compress.prune(work, x_tr, targets, sparsity=sparsity, keep_dense=keep,
+                              allocation=setting.get("allocation", defaults.sparsity_allocation),
                               epochs=setting.get("prune_epochs", defaults.prune_epochs), **tune)
 
     def score(model) -> dict:

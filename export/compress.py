@@ -32,6 +32,7 @@ class CompressionReport:
     sparsity_target: float = 0.0
     pruned_layers: list[str] = field(default_factory=list)
     dense_layers: list[str] = field(default_factory=list)  # prunable kind, left dense
+    layer_sparsity: dict[str, float] = field(default_factory=dict)  # target per kernel
     measured_sparsity: float = 0.0
     quantized_layers: list[str] = field(default_factory=list)
     float_layers: list[str] = field(default_factory=list)  # left float by QAT
@@ -106,49 +107,81 @@ def end_layers(model: keras.Model) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names[:1] + names[-1:]))
 
 
-def layer_sparsity(model: keras.Model, sparsity: float, keep_dense: tuple[str, ...]) -> float:
-    """Sparsity of each pruned layer such that all Conv2D/Dense kernels together reach
-    ``sparsity`` while the ``keep_dense`` layers stay dense.
+#: How the overall sparsity is shared among the pruned layers.
+ALLOCATIONS = ("uniform", "erk")
+
+
+def layer_sparsities(model: keras.Model, sparsity: float, keep_dense: tuple[str, ...] = (),
+                     allocation: str = "uniform") -> dict[str, float]:
+    """Target sparsity of every Conv2D/Dense kernel such that all of them together reach
+    ``sparsity`` while the ``keep_dense`` layers stay dense (target 0.0).
+
+    ``uniform``: every pruned layer gets the same sparsity. ``erk`` (Erdős–Rényi-Kernel,
+    Evci et al. 2020, "Rigging the Lottery", arXiv:1911.11134, sec. 3): a layer's density is
+    proportional to ``sum(kernel shape) / prod(kernel shape)``, so large layers are pruned
+    more and small ones less; a layer whose density would exceed 1 stays dense and the
+    others share the rest.
 
     Raises:
-        ValueError: the dense layers hold too many weights for ``sparsity`` to be reached.
+        ValueError: the dense layers hold too many weights for ``sparsity`` to be reached, or
+            ``allocation`` is not one of :data:`ALLOCATIONS`.
     """
-    sizes = {layer.name: int(np.prod(layer.kernel.shape)) for layer in model.layers
-             if isinstance(layer, PRUNABLE)}
-    pruned = sum(n for name, n in sizes.items() if name not in keep_dense)
-    target = sparsity * sum(sizes.values()) / max(pruned, 1)
-    if target >= 1:
-        raise ValueError(f"cannot reach {sparsity:.0%} sparsity with {keep_dense} dense")
-    return target
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"unknown allocation {allocation!r}; choose from {ALLOCATIONS}")
+    shapes = {layer.name: tuple(int(d) for d in layer.kernel.shape) for layer in model.layers
+              if isinstance(layer, PRUNABLE)}
+    sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+    score = {name: 1.0 if allocation == "uniform" else sum(shape) / sizes[name]
+             for name, shape in shapes.items()}
+    keep = (1 - sparsity) * sum(sizes.values())  # weights left non-zero overall
+    dense = set(keep_dense) & set(sizes)
+    while True:
+        free = [name for name in sizes if name not in dense]
+        left = keep - sum(sizes[name] for name in dense)
+        scale = left / max(sum(score[name] * sizes[name] for name in free), 1e-12)
+        saturated = {name for name in free if scale * score[name] >= 1}
+        if not saturated or not free:
+            break
+        dense |= saturated
+    if left < 0 or not free:
+        raise ValueError(f"cannot reach {sparsity:.0%} sparsity with {sorted(dense)} dense")
+    return {name: 0.0 if name in dense else 1 - scale * score[name] for name in sizes}
 
 
 def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, lr: float,
           batch_size: int, augment, seed: int, label_smoothing: float,
           report: CompressionReport, temperature: float = 1.0,
           teacher: keras.Model | None = None, keep_dense: tuple[str, ...] = (),
-          verbose: int = 0) -> keras.Model:
+          allocation: str = "uniform", verbose: int = 0) -> keras.Model:
     """Magnitude-prune the Conv2D/Dense kernels to ``sparsity`` overall while fine-tuning.
 
     The ``keep_dense`` layers (e.g. :func:`end_layers`) stay dense and the others are pruned
-    to :func:`layer_sparsity`, so the kernels together still reach ``sparsity``. Sparsity
-    ramps from 0 with tfmot's PolynomialDecay over the first 70 % of the fine-tuning steps,
-    then holds. Returns the stripped (plain Keras) model.
+    to their :func:`layer_sparsities` under ``allocation``, so the kernels together still reach
+    ``sparsity``. Each layer's sparsity ramps from 0 with tfmot's PolynomialDecay over the
+    first 70 % of the fine-tuning steps, then holds. Returns the stripped (plain Keras) model.
+
+    Raises:
+        ValueError: ``sparsity`` cannot be reached (see :func:`layer_sparsities`).
     """
     tfmot = _tfmot()
     sp = tfmot.sparsity.keras
     steps = epochs * math.ceil(len(images) / batch_size)
-    schedule = sp.PolynomialDecay(initial_sparsity=0.0,
-                                  final_sparsity=layer_sparsity(model, sparsity, keep_dense),
-                                  begin_step=0, end_step=max(1, int(0.7 * steps)),
+    targets = layer_sparsities(model, sparsity, keep_dense, allocation)
+    report.layer_sparsity = targets
+
+    def schedule(final: float):
+        return sp.PolynomialDecay(initial_sparsity=0.0, final_sparsity=final, begin_step=0,
+                                  end_step=max(1, int(0.7 * steps)),
                                   frequency=max(1, steps // 50))
 
     def wrap(layer):
-        if layer.name in keep_dense:
+        if targets.get(layer.name, 1.0) == 0.0:
             report.dense_layers.append(layer.name)
             return layer
         if isinstance(layer, PRUNABLE):
             try:
-                wrapped = sp.prune_low_magnitude(layer, pruning_schedule=schedule)
+                wrapped = sp.prune_low_magnitude(layer,
+                                                 pruning_schedule=schedule(targets[layer.name]))
                 report.pruned_layers.append(layer.name)
                 return wrapped
             except (ValueError, TypeError) as exc:

@@ -22,6 +22,9 @@ class ExportConfig:
             others a little more, so the kernels together still reach ``sparsity`` (Gale et
             al. 2019, arXiv:1902.09574). On the CNN it raised validation agreement with the
             float model from 98.28 % to 98.84 % (benchmarks/results/experiments/).
+        sparsity_allocation: how the pruned layers share the sparsity: ``uniform`` (the
+            same for each) or ``erk`` (Erdős–Rényi-Kernel, Evci et al. 2020,
+            arXiv:1911.11134: large layers pruned more); see ``compress.layer_sparsities``.
         qat_epochs: quantization-aware fine-tuning epochs (0 skips QAT: post-training only).
         lr: fine-tuning learning rate (cosine-decayed).
         distill: fine-tune towards the float model's probabilities (knowledge distillation,
@@ -47,6 +50,7 @@ class ExportConfig:
     sparsity: float = 0.5
     prune_epochs: int = 4
     keep_ends_dense: bool = True
+    sparsity_allocation: str = "uniform"
     qat_epochs: int = 2
     lr: float = 3e-4
     distill: bool = True
@@ -69,6 +73,8 @@ class ExportConfig:
             (self.prune_epochs >= 0 and self.qat_epochs >= 0, "epochs must be >= 0"),
             (self.sparsity == 0 or self.prune_epochs > 0,
              "pruning needs --prune-epochs >= 1 (or --sparsity 0)"),
+            (self.sparsity_allocation in ("uniform", "erk"),
+             "sparsity_allocation must be uniform or erk"),
             (self.int8_io in ("int8", "uint8"), "int8_io must be int8 or uint8"),
             (self.calibration_samples >= 1, "calibration_samples must be >= 1"),
             (self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0"),

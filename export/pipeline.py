@@ -193,7 +193,8 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
                      100 * config.sparsity, config.prune_epochs, len(x_tr))
             keep = compress.end_layers(work) if config.keep_ends_dense else ()
             work = compress.prune(work, x_tr, targets, sparsity=config.sparsity,
-                                  epochs=config.prune_epochs, keep_dense=keep, **tune)
+                                  epochs=config.prune_epochs, keep_dense=keep,
+                                  allocation=config.sparsity_allocation, **tune)
         float_compressed = work
         if config.sparsity > 0:
             # What pruning alone buys in transport: gzip of the pruned vs the unpruned float

@@ -250,6 +250,9 @@ def export(
         "--keep-ends-dense/--prune-ends",
         help="Keep the first and last Conv2D/Dense dense (the rest reach --sparsity overall).")
     ] = True,
+    sparsity_allocation: Annotated[str, typer.Option(
+        help="How pruned layers share the sparsity: uniform, or erk (large layers pruned "
+             "more; Evci et al. 2020).")] = "uniform",
     qat_epochs: Annotated[int, typer.Option()] = 2,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 3e-4,
     distill: Annotated[bool, typer.Option(
@@ -294,7 +297,7 @@ def export(
             chosen = (*chosen, *FP16_SET)
         config = ExportConfig(
             formats=tuple(dict.fromkeys(chosen)), sparsity=sparsity, prune_epochs=prune_epochs,
-            keep_ends_dense=keep_ends_dense,
+            keep_ends_dense=keep_ends_dense, sparsity_allocation=sparsity_allocation,
             qat_epochs=qat_epochs, lr=lr, distill=distill,
             distill_temperature=distill_temperature, batch_size=batch_size,
             calibration_samples=calibration_samples, int8_io=int8_io,

@@ -214,12 +214,32 @@ def test_end_layers_stay_dense_and_the_rest_reach_the_overall_sparsity():
     assert ends == ("conv1_1", "logits")
     sizes = {layer.name: layer.kernel.shape.num_elements() for layer in model.layers
              if isinstance(layer, compress.PRUNABLE)}
-    rest = compress.layer_sparsity(model, 0.5, ends)
-    pruned = sum(n for name, n in sizes.items() if name not in ends)
-    assert rest * pruned == pytest.approx(0.5 * sum(sizes.values()))
-    assert compress.layer_sparsity(model, 0.5, ()) == 0.5
+    targets = compress.layer_sparsities(model, 0.5, ends)
+    assert {targets[name] for name in ends} == {0.0}
+    assert len({round(t, 9) for name, t in targets.items() if name not in ends}) == 1
+    zeros = sum(targets[name] * n for name, n in sizes.items())
+    assert zeros == pytest.approx(0.5 * sum(sizes.values()))
+    assert set(compress.layer_sparsities(model, 0.5).values()) == {0.5}
     with pytest.raises(ValueError, match="cannot reach"):
-        compress.layer_sparsity(model, 0.999, ends)
+        compress.layer_sparsities(model, 0.999, ends)
+
+
+def test_erk_prunes_large_layers_more_and_keeps_the_overall_sparsity():
+    from fmnist_edge.export import compress
+    from fmnist_edge.train.architectures import build
+
+    model = build("cnn")
+    sizes = {layer.name: layer.kernel.shape.num_elements() for layer in model.layers
+             if isinstance(layer, compress.PRUNABLE)}
+    targets = compress.layer_sparsities(model, 0.5, ("logits",), "erk")
+    assert targets["logits"] == 0.0
+    assert sum(targets[name] * n for name, n in sizes.items()) == pytest.approx(
+        0.5 * sum(sizes.values()))
+    by_size = sorted((n, targets[name]) for name, n in sizes.items() if name != "logits")
+    assert [t for _, t in by_size] == sorted(t for _, t in by_size)  # bigger -> sparser
+    assert all(0 <= t < 1 for t in targets.values())
+    with pytest.raises(ValueError, match="allocation"):
+        compress.layer_sparsities(model, 0.5, (), "random")
 
 
 def test_int8_method_choice_skips_a_failing_method(exported, test_split, tmp_path):
