@@ -32,20 +32,25 @@ def card_markdown(run: Path, metrics: dict, parity: dict, manifest: dict) -> str
         f"- Source run: `{run.parent.name}/{run.name}`, {metrics['parameters']:,} parameters, "
         f"float test top-1 {metrics['top1_accuracy']:.2%}.",
         f"- Compression: {manifest['config']['sparsity']:.0%} magnitude pruning, "
-        f"quantization-aware training ({manifest['compression']['qat_scheme']}), "
-        f"distillation from the float model: {manifest['config'].get('distill', False)}.",
+        f"distillation from the float model: {manifest['config'].get('distill', False)}; "
+        "int8 by quantization-aware training (`qat`, "
+        f"{manifest['compression']['qat_scheme']}) or post-training quantization (`ptq`), "
+        "whichever agreed best with the float model on the validation split (column "
+        "`method`).",
         "- Input: `float32[N, 28, 28, 1]` raw pixels 0-255 (ONNX), or int8 with scale 1 and "
         "zero point -128 (TFLite); Fashion-MNIST convention: dark background, bright object. "
         "Photos are converted by `fmnist_edge.preprocess` first.",
         "- Output: `float32[N, 10]` logits in the order T-shirt/top, Trouser, Pullover, "
         "Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot.",
         "",
-        "| file | test top-1 | agreement with float | size (bytes) | p50 ms (batch 1, 1 thread) |",
-        "|---|---|---|---|---|",
+        "| file | method | test top-1 | agreement with float | size (bytes) "
+        "| p50 ms (batch 1, 1 thread) |",
+        "|---|---|---|---|---|---|",
     ]
     for fmt, name in (("tflite-int8", "default_int8.tflite"), ("onnx-int8", "default_int8.onnx")):
         a = arts[fmt]
-        lines.append(f"| {name} | {a['top1_accuracy']:.2%} | {a['top1_agreement']:.2%} "
+        method = manifest["artifacts"][fmt].get("method", "qat")
+        lines.append(f"| {name} | {method} | {a['top1_accuracy']:.2%} | {a['top1_agreement']:.2%} "
                      f"| {a['size_bytes']:,} | {a['latency_p50_ms']:.3f} |")
     lines += [
         "",

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from fmnist_edge.contract import IMAGE_SIZE
-from fmnist_edge.runtime.onnx import CARD_KEY
+from fmnist_edge.runtime.card import CARD_KEY
 from fmnist_edge.train.keras_shim import keras, tf
 
 log = logging.getLogger(__name__)

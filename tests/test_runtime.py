@@ -158,3 +158,15 @@ def test_integer_fast_path_is_exact(dtype, zero_point):
                           zero_point)
     assert fast.dtype == dtype and fast.shape == (1, 16, 16, 1)
     np.testing.assert_array_equal(fast, slow)
+
+
+def test_tflite_card_is_read_from_the_file_without_its_sidecar(tmp_path):
+    import shutil
+
+    shipped = Path(__file__).resolve().parents[1] / "fmnist_edge" / "models"
+    bare = tmp_path / "copied.tflite"
+    shutil.copy(shipped / "default_int8.tflite", bare)  # embedded card, no sidecar
+    card = load(bare).card
+    assert card.format == "tflite-int8" and card.labels[9] == "Ankle boot"
+    assert card.source_run.startswith("runs/cnn/")
+    assert load(FIXTURES / "mlp_int8.tflite").card.format  # no embedded card: still a card

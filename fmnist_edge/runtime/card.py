@@ -6,6 +6,9 @@ from pathlib import Path
 
 from fmnist_edge.contract import ModelCard
 
+#: Name of the model-card entry embedded in artifacts (ONNX metadata_props, TFLite metadata).
+CARD_KEY = "fmnist_edge_card"
+
 
 def sidecar_path(model_path: str | Path) -> Path:
     """``model_int8.tflite`` -> ``model_int8.tflite.json``."""

@@ -4,13 +4,14 @@ only when neither is installed, to TensorFlow's deprecated ``tf.lite.Interpreter
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import numpy as np
 
 from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, check_images
 from fmnist_edge.runtime.base import ModelFileError, batched
-from fmnist_edge.runtime.card import card_for
+from fmnist_edge.runtime.card import CARD_KEY, card_for
 from fmnist_edge.runtime.quant import dequantize_output, quantize_pixels
 
 #: Interpreter classes tried in order: (module, attribute).
@@ -19,6 +20,23 @@ INTERPRETERS = (
     ("tflite_runtime.interpreter", "Interpreter"),
     ("tensorflow.lite", "Interpreter"),
 )
+
+
+def embedded_card(path: Path) -> dict | None:
+    """The model card stored in the TFLite metadata entry ``fmnist_edge_card`` (JSON bytes,
+    written by the export), read with LiteRT's generated flatbuffer schema
+    (``ai_edge_litert.schema_py_generated``); ``None`` when absent or unreadable."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+
+        model = schema.Model.GetRootAs(path.read_bytes(), 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() == CARD_KEY.encode():
+                return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    except Exception:  # no LiteRT schema, or metadata that is not our JSON card
+        return None
+    return None
 
 
 def interpreter_class():
@@ -69,7 +87,7 @@ class LiteRTRuntime:
         self.output_scale, self.output_zero_point = self._out["quantization"]
         self.max_batch = max_batch
         self._batch = int(in_shape[0])
-        self.card = card_for(self.path, "tflite")
+        self.card = card_for(self.path, "tflite", embedded_card(self.path))
 
     def _resize(self, n: int) -> None:
         if n != self._batch:

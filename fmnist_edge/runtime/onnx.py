@@ -9,11 +9,8 @@ import numpy as np
 
 from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, check_images
 from fmnist_edge.runtime.base import ModelFileError, batched
-from fmnist_edge.runtime.card import card_for
+from fmnist_edge.runtime.card import CARD_KEY, card_for
 from fmnist_edge.runtime.quant import quantize_pixels
-
-#: ONNX metadata_props key holding the model card as JSON.
-CARD_KEY = "fmnist_edge_card"
 
 _ONNX_TYPES = {"tensor(float)": np.float32, "tensor(int8)": np.int8,
                "tensor(uint8)": np.uint8}
