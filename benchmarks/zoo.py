@@ -17,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import collect  # noqa: E402  (sibling script: RESULTS, README markers)
 
 PARETO_PNG = collect.RESULTS / "pareto.png"
+#: Small artifacts are committed here, one folder per architecture (issue #5: "up to about
+#: 2 MB each"); larger ones are described by their results and the command that made them.
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+MAX_COMMITTED_BYTES = 2 * 2**20
 ARTIFACT_FORMATS = ("tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8")
 #: batch-1 p50 latency budget (ms, one thread, this machine) of the shipped default model.
 DEFAULT_LATENCY_BUDGET_MS = 1.0
@@ -76,8 +82,44 @@ def measure(run: Path, *, runs: int, data_dir: Path | None) -> Path:
             "p50_ms", "p90_ms", "p99_ms", "throughput_ips", "runs")}
     record = {"arch": arch, "run": run.name, "parameters": int(model.count_params()),
               "macs_per_image": count_macs(model), "benchmark": rows,
+              "committed_artifacts": commit_artifacts(arch, export, files),
+              "export_command": manifest.get("provenance", {}).get("command"),
               "machine": bench["machine"], "provenance": provenance()}
     return atomic.write_json(collect.RESULTS / f"zoo_{arch}.json", record)
+
+
+def commit_artifacts(arch: str, export: Path, files: dict[str, Path],
+                     dest_root: Path | None = None) -> dict[str, str | None]:
+    """Copy the artifacts of at most :data:`MAX_COMMITTED_BYTES` (with their JSON cards), the
+    export's manifest and parity table to ``dest_root/<arch>/`` (default :data:`ARTIFACTS`),
+    replacing that folder
+    atomically (assembled in a temporary sibling, then renamed).
+
+    Returns:
+        ``{format: committed file name, or None when too large to commit}``.
+    """
+    dest_root = dest_root or ARTIFACTS
+    dest_root.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{arch}.", dir=dest_root))
+    kept: dict[str, str | None] = {}
+    try:
+        for name, path in files.items():
+            kept[name] = None
+            if path.stat().st_size <= MAX_COMMITTED_BYTES:
+                for f in (path, path.with_name(path.name + ".json")):
+                    if f.is_file():
+                        shutil.copy2(f, stage / f.name)
+                kept[name] = path.name
+        for f in ("manifest.json", "parity.md"):
+            shutil.copy2(export / f, stage / f)
+        dest = dest_root / arch
+        if dest.exists():
+            shutil.rmtree(dest)
+        stage.rename(dest)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return kept
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

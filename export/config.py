@@ -25,6 +25,8 @@ class ExportConfig:
         sparsity_allocation: how the pruned layers share the sparsity: ``uniform`` (the
             same for each) or ``erk`` (Erdős–Rényi-Kernel, Evci et al. 2020,
             arXiv:1911.11134: large layers pruned more); see ``compress.layer_sparsities``.
+            On the CNN, ERK kept 99.36 % validation agreement of the pruned float model with
+            the float model, uniform 98.84 % (benchmarks/results/experiments/).
         qat_epochs: quantization-aware fine-tuning epochs (0 skips QAT: post-training only).
         lr: fine-tuning learning rate (cosine-decayed).
         distill: fine-tune towards the float model's probabilities (knowledge distillation,
@@ -50,7 +52,7 @@ class ExportConfig:
     sparsity: float = 0.5
     prune_epochs: int = 4
     keep_ends_dense: bool = True
-    sparsity_allocation: str = "uniform"
+    sparsity_allocation: str = "erk"
     qat_epochs: int = 2
     lr: float = 3e-4
     distill: bool = True

@@ -252,7 +252,7 @@ def export(
     ] = True,
     sparsity_allocation: Annotated[str, typer.Option(
         help="How pruned layers share the sparsity: uniform, or erk (large layers pruned "
-             "more; Evci et al. 2020).")] = "uniform",
+             "more; Evci et al. 2020).")] = "erk",
     qat_epochs: Annotated[int, typer.Option()] = 2,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 3e-4,
     distill: Annotated[bool, typer.Option(

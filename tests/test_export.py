@@ -173,9 +173,17 @@ def test_zoo_measures_an_exported_run(small_run, exported, data_dir, tmp_path, m
     collect, zoo = _script("collect"), _script("zoo")
     monkeypatch.setattr(collect, "RESULTS", tmp_path)
     monkeypatch.setattr(zoo, "collect", collect)
+    monkeypatch.setattr(zoo, "ARTIFACTS", tmp_path / "artifacts")
+    int8_size = (exported / "model_int8.tflite").stat().st_size
+    monkeypatch.setattr(zoo, "MAX_COMMITTED_BYTES", int8_size)  # fp32 files are larger
     collect.record_run(small_run, "test", "test")
     zoo.measure(small_run, runs=5, data_dir=data_dir)
     record = json.loads((tmp_path / "zoo_cnn.json").read_text())
+    assert record["committed_artifacts"]["tflite-int8"] == "model_int8.tflite"
+    assert record["committed_artifacts"]["tflite-fp32"] is None
+    committed = {p.name for p in (tmp_path / "artifacts" / "cnn").iterdir()}
+    assert {"model_int8.tflite", "model_int8.tflite.json", "manifest.json"} <= committed
+    assert "model_fp32.tflite" not in committed
     assert record["benchmark"]["tflite-int8"]["batch_256"]["throughput_ips"] > 0
     assert record["macs_per_image"] > record["parameters"]  # convolutions reuse weights
     table = collect._zoo_table()
