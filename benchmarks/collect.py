@@ -72,7 +72,9 @@ def _export_table() -> str:
     for path in sorted(RESULTS.glob("export_*.json")):
         e = json.loads(path.read_text())
         for a in e["parity"]["artifacts"]:
-            rows.append(f"| {e['arch']} | {a['format']} | {a['top1_accuracy']:.2%} "
+            method = e["artifacts"].get(a["format"], {}).get("method")
+            fmt = f"{a['format']} ({method})" if method else a["format"]
+            rows.append(f"| {e['arch']} | {fmt} | {a['top1_accuracy']:.2%} "
                         f"| {a['accuracy_delta_pp']:+.2f} | {a['top1_agreement']:.2%} "
                         f"| {a['size_bytes'] / 1024:.0f} | {a['gzip_bytes'] / 1024:.0f} "
                         f"| {a['latency_p50_ms']:.3f} |")
@@ -80,6 +82,10 @@ def _export_table() -> str:
         if cross is not None:
             rows.append(f"| {e['arch']} | int8 TFLite vs int8 ONNX agreement | {cross:.2%} "
                         "| | | | | |")
+        gzip_ratio = (e["parity"].get("sparsity_gzip") or {}).get("gzip_ratio")
+        if gzip_ratio is not None:
+            rows.append(f"| {e['arch']} | gzip of pruned / unpruned fp32 TFLite | "
+                        f"{gzip_ratio:.1%} | | | | | |")
     return "\n".join(rows)
 
 
