@@ -157,8 +157,10 @@ def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, l
 
     The ``keep_dense`` layers (e.g. :func:`end_layers`) stay dense and the others are pruned
     to their :func:`layer_sparsities` under ``allocation``, so the kernels together still reach
-    ``sparsity``. Each layer's sparsity ramps from 0 with tfmot's PolynomialDecay over the
-    first 70 % of the fine-tuning steps, then holds. Returns the stripped (plain Keras) model.
+    ``sparsity``; when the ``keep_dense`` layers hold too many weights for that (an MLP's first
+    layer), they are pruned too, with a warning. Each layer's sparsity ramps from 0 with
+    tfmot's PolynomialDecay over the first 70 % of the fine-tuning steps, then holds. Returns
+    the stripped (plain Keras) model.
 
     Raises:
         ValueError: ``sparsity`` cannot be reached (see :func:`layer_sparsities`).
@@ -166,7 +168,15 @@ def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, l
     tfmot = _tfmot()
     sp = tfmot.sparsity.keras
     steps = epochs * math.ceil(len(images) / batch_size)
-    targets = layer_sparsities(model, sparsity, keep_dense, allocation)
+    try:
+        targets = layer_sparsities(model, sparsity, keep_dense, allocation)
+    except ValueError:
+        if not keep_dense:
+            raise
+        # e.g. an MLP whose first layer holds most of the weights: it has to be pruned.
+        log.warning("%s hold too many weights to stay dense at %.0f%% sparsity; pruning "
+                    "every layer", ", ".join(keep_dense), 100 * sparsity)
+        targets = layer_sparsities(model, sparsity, (), allocation)
     report.layer_sparsity = targets
 
     def schedule(final: float):

@@ -265,3 +265,21 @@ def test_int8_method_choice_skips_a_failing_method(exported, test_split, tmp_pat
     with pytest.raises(ExportError, match="failed every way"):
         _best_int8(tmp_path, "tflite-int8", {"truncated": lambda work: good[:1000]},
                    images[:200], labels[:200], ref)
+
+
+def test_ends_too_large_to_stay_dense_are_pruned_too(test_split, caplog):
+    from fmnist_edge.export import compress
+    from fmnist_edge.train.architectures import build
+
+    images, labels = test_split
+    model = build("mlp")  # its first Dense holds 86 % of the kernel weights
+    ends = compress.end_layers(model)
+    with pytest.raises(ValueError, match="cannot reach"):
+        compress.layer_sparsities(model, 0.5, ends, "erk")
+    report = compress.CompressionReport()
+    pruned = compress.prune(model, images[:256], labels[:256], sparsity=0.5, epochs=1,
+                            lr=1e-4, batch_size=128, augment=None, seed=0,
+                            label_smoothing=0.0, report=report, keep_dense=ends,
+                            allocation="erk")
+    assert compress.kernel_sparsity(pruned) == pytest.approx(0.5, abs=0.01)
+    assert report.layer_sparsity[ends[0]] > 0.5 and "too many weights" in caplog.text
