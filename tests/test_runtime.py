@@ -170,3 +170,22 @@ def test_tflite_card_is_read_from_the_file_without_its_sidecar(tmp_path):
     assert card.format == "tflite-int8" and card.labels[9] == "Ankle boot"
     assert card.source_run.startswith("runs/cnn/")
     assert load(FIXTURES / "mlp_int8.tflite").card.format  # no embedded card: still a card
+
+
+def test_tflite_size_breakdown_accounts_for_every_byte(tmp_path):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "tflite_size.py"
+    spec = importlib.util.spec_from_file_location("tflite_size", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    int8 = module.breakdown(FIXTURES / "mlp_int8.tflite")
+    fp32 = module.breakdown(FIXTURES / "mlp_fp32.tflite")
+    assert int8["constant_bytes_by_type"]["int8"] > 0 and int8["per_channel_tensors"] > 0
+    assert fp32["quantization_params"] == 0 and "int8" not in fp32["constant_bytes_by_type"]
+    for b in (int8, fp32):
+        parts = sum(b["constant_bytes_by_type"].values()) + b["quantization_param_bytes"]
+        assert 0 < b["other_bytes"] < 0.1 * b["file_bytes"] and parts < b["file_bytes"]
+    (tmp_path / "x.tflite").write_bytes(b"\0" * 64)
+    with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
+        module.breakdown(tmp_path / "x.tflite")
