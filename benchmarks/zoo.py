@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -98,11 +97,8 @@ def commit_artifacts(arch: str, export: Path, files: dict[str, Path],
     Returns:
         ``{format: committed file name, or None when too large to commit}``.
     """
-    dest_root = dest_root or ARTIFACTS
-    dest_root.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{arch}.", dir=dest_root))
     kept: dict[str, str | None] = {}
-    try:
+    with atomic.staged_dir((dest_root or ARTIFACTS) / arch) as stage:
         for name, path in files.items():
             kept[name] = None
             if path.stat().st_size <= MAX_COMMITTED_BYTES:
@@ -112,13 +108,6 @@ def commit_artifacts(arch: str, export: Path, files: dict[str, Path],
                 kept[name] = path.name
         for f in ("manifest.json", "parity.md"):
             shutil.copy2(export / f, stage / f)
-        dest = dest_root / arch
-        if dest.exists():
-            shutil.rmtree(dest)
-        stage.rename(dest)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return kept
 
 

@@ -10,7 +10,6 @@ import gzip
 import hashlib
 import json
 import logging
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -131,17 +130,9 @@ def export_run(source: str | Path | None, config: ExportConfig, *,
                                   replace=False)]
     keras.utils.set_random_seed(config.seed)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic.staged_dir(out) as stage:
         result = _export_into(stage, model_path, reference, config, x_tr, y_tr, x_val, y_val,
                               x_test, y_test, calibration, augment, smoothing, start, verbose)
-        if out.exists():
-            shutil.rmtree(out)
-        stage.rename(out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return ExportResult(out, result, result["gate"]["status"] == "passed")
 
 

@@ -184,3 +184,20 @@ def test_stratified_split_is_seeded_and_balanced(rng):
     assert not set(tr) & set(va)
     np.testing.assert_array_equal(va, data.stratified_split(labels, 500, seed=3)[1])
     assert not np.array_equal(va, data.stratified_split(labels, 500, seed=4)[1])
+
+
+def test_staged_dir_replaces_the_folder_only_on_success(tmp_path):
+    from fmnist_edge import atomic
+
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError), atomic.staged_dir(target) as stage:
+        (stage / "half.txt").write_text("half")
+        raise RuntimeError("crash mid-way")
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+    assert [p.name for p in target.iterdir()] == ["old.txt"]
+    with atomic.staged_dir(target) as stage:
+        (stage / "new.txt").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]
+    assert [p.name for p in target.iterdir()] == ["new.txt"]
