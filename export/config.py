@@ -43,7 +43,7 @@ class ExportConfig:
             float Keras model, in percentage points.
         float_atol: gate: the largest |logit| difference of a float32 artifact vs Keras.
         train_limit: fine-tune on this many training images only (0: all but validation).
-        val_size: validation images held out (used to choose the ONNX int8 method).
+        val_size: validation images held out (used to choose each int8 method).
         latency_runs: timed batch-1 calls per artifact for p50/p90 latency.
         seed: seed of sampling and fine-tuning.
     """
