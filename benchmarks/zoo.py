@@ -91,8 +91,7 @@ def commit_artifacts(arch: str, export: Path, files: dict[str, Path],
                      dest_root: Path | None = None) -> dict[str, str | None]:
     """Copy the artifacts of at most :data:`MAX_COMMITTED_BYTES` (with their JSON cards), the
     export's manifest and parity table to ``dest_root/<arch>/`` (default :data:`ARTIFACTS`),
-    replacing that folder
-    atomically (assembled in a temporary sibling, then renamed).
+    replacing that folder atomically (:func:`fmnist_edge.atomic.staged_dir`).
 
     Returns:
         ``{format: committed file name, or None when too large to commit}``.

@@ -16,8 +16,6 @@ from fmnist_edge.train.keras_shim import keras, tf
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
-#: TFLite metadata entry name holding the model card as JSON.
-TFLITE_CARD_KEY = CARD_KEY
 
 
 def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
@@ -76,7 +74,7 @@ def add_tflite_metadata(flatbuffer: bytes, card: dict) -> bytes:
     buffer.data = np.frombuffer(json.dumps(card, sort_keys=True).encode(), dtype=np.uint8)
     model.buffers.append(buffer)
     entry = schema.MetadataT()
-    entry.name = TFLITE_CARD_KEY
+    entry.name = CARD_KEY
     entry.buffer = len(model.buffers) - 1
     model.metadata = list(model.metadata or []) + [entry]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

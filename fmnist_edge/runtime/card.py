@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from fmnist_edge.contract import ModelCard
@@ -16,11 +17,14 @@ def sidecar_path(model_path: str | Path) -> Path:
     return model_path.with_name(model_path.name + ".json")
 
 
-def card_for(model_path: Path, fmt: str, embedded: dict | None = None) -> ModelCard:
-    """The sidecar card if present, else one from embedded metadata, else a minimal card."""
+def card_for(model_path: Path, fmt: str,
+             read_embedded: Callable[[], dict | None] = lambda: None) -> ModelCard:
+    """The sidecar card if present, else the card ``read_embedded()`` finds in the model's
+    own metadata (only called without a sidecar), else a minimal card."""
     side = sidecar_path(model_path)
     if side.is_file():
         return ModelCard.read(side)
+    embedded = read_embedded()
     if embedded:
         return ModelCard.from_dict(embedded)
     return ModelCard(name=model_path.stem, format=fmt)

@@ -87,7 +87,7 @@ class LiteRTRuntime:
         self.output_scale, self.output_zero_point = self._out["quantization"]
         self.max_batch = max_batch
         self._batch = int(in_shape[0])
-        self.card = card_for(self.path, "tflite", embedded_card(self.path))
+        self.card = card_for(self.path, "tflite", lambda: embedded_card(self.path))
 
     def _resize(self, n: int) -> None:
         if n != self._batch:

@@ -58,8 +58,8 @@ class OnnxRuntime:
         self.input_dtype = np.dtype(_ONNX_TYPES[self._in.type])
         self.max_batch = max_batch
         meta = self.session.get_modelmeta().custom_metadata_map
-        embedded = json.loads(meta[CARD_KEY]) if CARD_KEY in meta else None
-        self.card = card_for(self.path, "onnx", embedded)
+        self.card = card_for(self.path, "onnx",
+                             lambda: json.loads(meta[CARD_KEY]) if CARD_KEY in meta else None)
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8[N, 28, 28] -> float32[N, 10] logits."""
