@@ -1,11 +1,13 @@
 """How the export's fine-tuning recipe keeps the float model's predictions: for each setting,
 prune (and optionally QAT-fine-tune) a trained run and measure, on the *validation* split
 (never the test set: this chooses the export defaults), top-1 agreement with the float model
-and top-1 accuracy of the pruned float model and of the QAT model (fake-quant, in Keras).
+and top-1 accuracy of the pruned float model, of the QAT model (fake-quant, in Keras) and,
+with ``ptq=1``, of the post-training full-integer TFLite of the pruned float model (LiteRT).
 
     python benchmarks/prune_agreement.py runs/cnn/RUN \\
         --setting prune_epochs=2,lr=1e-4,temperature=1 \\
         --setting prune_epochs=4,lr=3e-4,temperature=4,qat_epochs=2 \\
+        --setting sparsity=0,ptq=1          # what int8 PTQ alone costs
         --out benchmarks/results/experiments/prune_agreement_cnn.json
 
 Settings not given take the ExportConfig defaults (sparsity, batch size, seed). Results are
@@ -32,7 +34,7 @@ from fmnist_edge.train.trainer import predict_logits  # noqa: E402
 
 _KEYS = {"prune_epochs": int, "qat_epochs": int, "lr": float, "temperature": float,
          "sparsity": float, "online": int, "freeze_bn": int,
-         "keep_ends": int, "allocation": str}
+         "keep_ends": int, "allocation": str, "ptq": int}
 
 
 def parse_setting(text: str) -> dict:
@@ -78,6 +80,8 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
 
     result = {"setting": setting, "pruned_float": score(work),
               "measured_sparsity": report.measured_sparsity}
+    if setting.get("ptq"):
+        result["ptq_tflite_int8"] = _score_ptq(work, x_tr, x_val, y_val, ref_val, defaults)
     qat_epochs = setting.get("qat_epochs", 0)
     if qat_epochs:
         qat = compress.quantize_aware(work, x_tr, targets, pruned=sparsity > 0,
@@ -85,6 +89,26 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
         result["qat"] = score(qat)
     result["time_s"] = time.perf_counter() - start
     return result
+
+
+def _score_ptq(model, x_tr, x_val, y_val, ref_val, defaults: ExportConfig) -> dict:
+    """Post-training int8 TFLite of ``model`` (calibration drawn as the export draws it),
+    scored on validation with LiteRT."""
+    import tempfile
+
+    import numpy as np
+
+    from fmnist_edge.export import convert
+    from fmnist_edge.runtime import load
+
+    rng = np.random.default_rng(defaults.seed)
+    calibration = x_tr[rng.choice(len(x_tr), defaults.calibration_samples, replace=False)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ptq.tflite"
+        path.write_bytes(convert.to_tflite(model, "int8", calibration, defaults.int8_io))
+        top1 = load(path).logits(x_val).argmax(1)
+    return {"val_agreement": float((top1 == ref_val).mean()),
+            "val_top1": float((top1 == y_val).mean())}
 
 
 def main() -> None:
