@@ -31,11 +31,13 @@ def record_run(run: Path, command: str | None, commit: str | None) -> list[Path]
     state = json.loads((run / "state.json").read_text())
     prov = metrics.get("provenance") or {}
     arch = metrics.get("arch", config["arch"])
-    # Seconds per epoch from the history: a resumed run's train_time_s covers only its last
-    # segment, and epochs that shared the 2 cores with other jobs run slower, so the median
-    # and the fastest epoch are recorded besides the mean.
+    # Seconds per epoch from the history: epochs that shared the 2 cores with other jobs run
+    # slower, so the median and the fastest epoch are recorded besides the mean.
     epoch_times = [h["epoch_time_s"] for h in json.loads((run / "history.json").read_text())]
-    resumed = "--resume" in (prov.get("command") or "")
+    resumed = bool(metrics.get("resumed_at_epoch")) or "--resume" in (prov.get("command") or "")
+    train_time = metrics.get("train_time_s")
+    if resumed and "resumed_at_epoch" not in metrics:
+        train_time = sum(epoch_times)  # older runs timed only their last segment
     train = {
         "arch": arch, "run": run.name,
         "test_top1": metrics["top1_accuracy"], "test_loss": metrics["loss"],
@@ -45,7 +47,7 @@ def record_run(run: Path, command: str | None, commit: str | None) -> list[Path]
         "median_epoch_time_s": statistics.median(epoch_times),
         "fastest_epoch_time_s": min(epoch_times),
         "resumed": resumed,
-        "train_time_s": sum(epoch_times) if resumed else metrics.get("train_time_s"),
+        "train_time_s": train_time,
         "wall_time_s": state.get("wall_time_s"),
         "per_class": metrics["per_class"], "confusion_matrix": metrics["confusion_matrix"],
         "config": config, "environment": metrics.get("environment"),
@@ -72,7 +74,7 @@ def _train_table() -> str:
         t = json.loads(path.read_text())
         median = t.get("median_epoch_time_s", t["mean_epoch_time_s"])
         fastest = t.get("fastest_epoch_time_s", t["mean_epoch_time_s"])
-        resumed = " (resumed; sum of epochs)" if t.get("resumed") else ""
+        resumed = " (resumed)" if t.get("resumed") else ""
         rows.append(f"| {t['arch']} | {t['test_top1']:.2%} | {t['parameters']:,} | {t['epochs']} "
                     f"| {t['mean_epoch_time_s']:.0f}, {median:.0f}, {fastest:.0f} "
                     f"| {t['train_time_s'] / 60:.1f} min{resumed} | {str(t['commit'])[:7]} |")

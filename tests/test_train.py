@@ -123,7 +123,13 @@ def test_sigterm_leaves_resumable_state_and_resume_finishes(data_dir, tmp_path):
     epochs = [h["epoch"] for h in json.loads(history.read_text())]
     assert epochs == list(range(6))
     assert json.loads((run / "state.json").read_text())["status"] == "finished"
-    assert json.loads((run / "metrics.json").read_text())["top1_accuracy"] > 0.8
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["top1_accuracy"] > 0.8
+    # the train time adds the interrupted segment's epochs to the resumed one's wall time
+    assert metrics["resumed_at_epoch"] == done
+    earlier = sum(h["epoch_time_s"] for h in json.loads(history.read_text())[:done])
+    assert metrics["train_time_s"] > earlier + sum(
+        h["epoch_time_s"] for h in json.loads(history.read_text())[done:])
 
 
 def test_class_split_reports_each_stage(data_dir, tmp_path):

@@ -252,13 +252,16 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     kwargs = builder_kwargs(config)
     strategy, policy = prepare(config)
     run_dir.mkdir(parents=True, exist_ok=True)
+    history_path = run_dir / runs.HISTORY_JSON
+    earlier = json.loads(history_path.read_text()) if history_path.is_file() else []
     atomic.write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
     write_state(run_dir, "training", provenance=provenance())
     with strategy.scope():
         model = architectures.build(config.arch, **kwargs)
         best = fit(model, config, splits, run_dir, verbose=verbose)
-    train_time = time.perf_counter() - start
-    history = json.loads((run_dir / runs.HISTORY_JSON).read_text())
+    # A resumed run also counts the epochs its earlier segments completed.
+    train_time = time.perf_counter() - start + sum(h["epoch_time_s"] for h in earlier)
+    history = json.loads(history_path.read_text())
     metrics = write_report(best, splits, run_dir, extra={
         "arch": config.arch,
         "train_images": int(len(splits.x_train)),
@@ -267,6 +270,7 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
         "epochs_run": len(history),
         "mean_epoch_time_s": float(np.mean([h["epoch_time_s"] for h in history])),
         "train_time_s": train_time,
+        "resumed_at_epoch": len(earlier),
         "precision_policy": policy,
         "replicas": strategy.num_replicas_in_sync,
         "environment": environment(),
