@@ -52,6 +52,7 @@ def record_run(run: Path, command: str | None, commit: str | None) -> list[Path]
         "per_class": metrics["per_class"], "confusion_matrix": metrics["confusion_matrix"],
         "config": config, "environment": metrics.get("environment"),
         "command": prov.get("command") or command, "commit": prov.get("commit") or commit,
+        "segments": metrics.get("segments"),
     }
     written = [atomic.write_json(RESULTS / f"train_{arch}.json", train)]
     export = run / "export"

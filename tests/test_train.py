@@ -127,6 +127,9 @@ def test_sigterm_leaves_resumable_state_and_resume_finishes(data_dir, tmp_path):
     assert metrics["top1_accuracy"] > 0.8
     # the train time adds the interrupted segment's epochs to the resumed one's wall time
     assert metrics["resumed_at_epoch"] == done
+    # one provenance record per segment, the first from the interrupted process
+    assert len(metrics["segments"]) == 2
+    assert "train mlp --epochs 6" in metrics["segments"][0]["command"]
     earlier = sum(h["epoch_time_s"] for h in json.loads(history.read_text())[:done])
     assert metrics["train_time_s"] > earlier + sum(
         h["epoch_time_s"] for h in json.loads(history.read_text())[done:])

@@ -109,7 +109,13 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def write_state(run_dir: Path, status: str, **extra: Any) -> None:
-    atomic.write_json(run_dir / runs.STATE_FILE, {"status": status, **extra})
+    """Write ``state.json`` (``status`` and ``extra``), keeping the run's per-segment
+    provenance records (``segments``) unless ``extra`` replaces them."""
+    path = run_dir / runs.STATE_FILE
+    kept = {}
+    if "segments" not in extra and path.is_file():
+        kept = {k: v for k, v in json.loads(path.read_text()).items() if k == "segments"}
+    atomic.write_json(path, {"status": status, **kept, **extra})
 
 
 def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
@@ -254,8 +260,14 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     history_path = run_dir / runs.HISTORY_JSON
     earlier = json.loads(history_path.read_text()) if history_path.is_file() else []
+    # Provenance is taken when a segment starts (the code that runs is the code loaded then);
+    # a resumed run keeps its earlier segments' records.
+    state_path = run_dir / runs.STATE_FILE
+    segments = (json.loads(state_path.read_text()).get("segments", [])
+                if earlier and state_path.is_file() else [])
+    segments.append(provenance())
     atomic.write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
-    write_state(run_dir, "training", provenance=provenance())
+    write_state(run_dir, "training", provenance=segments[-1], segments=segments)
     with strategy.scope():
         model = architectures.build(config.arch, **kwargs)
         best = fit(model, config, splits, run_dir, verbose=verbose)
@@ -274,11 +286,12 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
         "precision_policy": policy,
         "replicas": strategy.num_replicas_in_sync,
         "environment": environment(),
-        "provenance": provenance(),
+        "provenance": segments[-1],
+        "segments": segments,
     })
     wall = time.perf_counter() - start
     shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
-    write_state(run_dir, "finished", wall_time_s=wall)
+    write_state(run_dir, "finished", wall_time_s=wall, segments=segments)
     return TrainResult(run_dir, metrics, wall)
 
 
