@@ -70,7 +70,7 @@ def record_run(run: Path, command: str | None, commit: str | None) -> list[Path]
 
 def _train_table() -> str:
     rows = ["| arch | test top-1 | parameters | epochs | s / epoch: mean, median, fastest "
-            "| train time | commit |", "|---|---|---|---|---|---|---|"]
+            "| train time | epochs x fastest | commit |", "|---|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("train_*.json")):
         t = json.loads(path.read_text())
         median = t.get("median_epoch_time_s", t["mean_epoch_time_s"])
@@ -78,7 +78,8 @@ def _train_table() -> str:
         resumed = " (resumed)" if t.get("resumed") else ""
         rows.append(f"| {t['arch']} | {t['test_top1']:.2%} | {t['parameters']:,} | {t['epochs']} "
                     f"| {t['mean_epoch_time_s']:.0f}, {median:.0f}, {fastest:.0f} "
-                    f"| {t['train_time_s'] / 60:.1f} min{resumed} | {str(t['commit'])[:7]} |")
+                    f"| {t['train_time_s'] / 60:.1f} min{resumed} "
+                    f"| {t['epochs'] * fastest / 60:.0f} min | {str(t['commit'])[:7]} |")
     return "\n".join(rows)
 
 
