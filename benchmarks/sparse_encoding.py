@@ -36,8 +36,6 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    import tensorflow as tf
-
     from fmnist_edge.export import compress, convert
     from fmnist_edge.export.config import ExportConfig
     from fmnist_edge.train.keras_shim import keras
@@ -59,12 +57,7 @@ def main() -> None:
     calibration = train_x[:args.calibration_samples]
     fp32 = convert.to_tflite(model, "fp32")
     dense = convert.to_tflite(model, "int8", calibration)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
-    converter.representative_dataset = convert.representative_dataset(calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    sparse = converter.convert()
+    sparse = convert.to_tflite(model, "int8", calibration, sparse_encoding=True)
 
     probs = []
     for blob in (dense, sparse):

@@ -29,7 +29,7 @@ def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.
 
 
 def to_tflite(model: keras.Model, kind: str, calibration: np.ndarray | None = None,
-              int8_io: str = "int8") -> bytes:
+              int8_io: str = "int8", sparse_encoding: bool = False) -> bytes:
     """Convert with the TFLite converter.
 
     Args:
@@ -39,6 +39,11 @@ def to_tflite(model: keras.Model, kind: str, calibration: np.ndarray | None = No
             calibrated on ``calibration``).
         calibration: ``uint8[M, 28, 28]`` representative images (``int8`` only).
         int8_io: ``int8`` or ``uint8`` model input/output type (``int8`` only).
+        sparse_encoding: also store sparse constant tensors in TFLite's compressed sparse
+            format (``tf.lite.Optimize.EXPERIMENTAL_SPARSITY``); smaller only when the index
+            overhead is less than the zeros saved (benchmarks/sparse_encoding.py). Measured
+            here: a sparse int8 FullyConnected fails to prepare in LiteRT's XNNPACK delegate,
+            so use it for convolutional models only.
 
     Returns:
         The flatbuffer bytes.
@@ -60,6 +65,9 @@ def to_tflite(model: keras.Model, kind: str, calibration: np.ndarray | None = No
         converter.inference_output_type = io_type
     elif kind != "fp32":
         raise ValueError(f"unknown TFLite kind {kind!r}")
+    if sparse_encoding:
+        converter.optimizations = [*converter.optimizations,
+                                   tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
     return converter.convert()
 
 

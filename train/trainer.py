@@ -112,10 +112,9 @@ def write_state(run_dir: Path, status: str, **extra: Any) -> None:
     """Write ``state.json`` (``status`` and ``extra``), keeping the run's per-segment
     provenance records (``segments``) unless ``extra`` replaces them."""
     path = run_dir / runs.STATE_FILE
-    kept = {}
     if "segments" not in extra and path.is_file():
-        kept = {k: v for k, v in json.loads(path.read_text()).items() if k == "segments"}
-    atomic.write_json(path, {"status": status, **kept, **extra})
+        extra["segments"] = json.loads(path.read_text()).get("segments", [])
+    atomic.write_json(path, {"status": status, **extra})
 
 
 def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
@@ -291,7 +290,7 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     })
     wall = time.perf_counter() - start
     shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
-    write_state(run_dir, "finished", wall_time_s=wall, segments=segments)
+    write_state(run_dir, "finished", wall_time_s=wall)
     return TrainResult(run_dir, metrics, wall)
 
 
