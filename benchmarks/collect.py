@@ -3,6 +3,8 @@ results tables from those committed files.
 
     python benchmarks/collect.py runs/cnn/<run-id> runs/mlp/<run-id> ...   # record runs
     python benchmarks/collect.py --tables-only                             # README only
+    python benchmarks/collect.py runs/cnn/<run-id> --into benchmarks/results/experiments/<name>
+                                                  # a non-default run: recorded, README untouched
 
 For each run folder: ``train_<arch>.json`` (test metrics, recipe, epochs, wall time,
 command, commit, machine) and, when ``<run>/export/`` exists, ``export_<arch>.json`` (the
@@ -25,7 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def record_run(run: Path, command: str | None, commit: str | None) -> list[Path]:
+def record_run(run: Path, command: str | None, commit: str | None,
+               results: Path | None = None) -> list[Path]:
+    """Write ``train_<arch>.json`` (and ``export_<arch>.json``) of ``run`` into ``results``
+    (default: benchmarks/results/); returns the files written."""
+    results = results or RESULTS
     metrics = json.loads((run / "metrics.json").read_text())
     config = json.loads((run / "config.json").read_text())
     state = json.loads((run / "state.json").read_text())
@@ -54,12 +60,12 @@ def record_run(run: Path, command: str | None, commit: str | None) -> list[Path]
         "command": prov.get("command") or command, "commit": prov.get("commit") or commit,
         "segments": metrics.get("segments"),
     }
-    written = [atomic.write_json(RESULTS / f"train_{arch}.json", train)]
+    written = [atomic.write_json(results / f"train_{arch}.json", train)]
     export = run / "export"
     if (export / "parity.json").is_file():
         manifest = json.loads((export / "manifest.json").read_text())
         parity = json.loads((export / "parity.json").read_text())
-        written.append(atomic.write_json(RESULTS / f"export_{arch}.json", {
+        written.append(atomic.write_json(results / f"export_{arch}.json", {
             "arch": arch, "run": run.name, "parity": parity,
             "compression": {k: v for k, v in manifest["compression"].items() if k != "history"},
             "config": manifest["config"], "versions": manifest["versions"],
@@ -194,12 +200,17 @@ def main() -> None:
     parser.add_argument("--command", help="command that produced a run lacking provenance")
     parser.add_argument("--commit", help="commit that produced a run lacking provenance")
     parser.add_argument("--tables-only", action="store_true")
+    parser.add_argument("--into", type=Path,
+                        help="record into this folder (an experiment) and leave the README alone")
     args = parser.parse_args()
     if not args.tables_only:
+        if args.into:
+            args.into.mkdir(parents=True, exist_ok=True)
         for run in args.runs:
-            for path in record_run(run, args.command, args.commit):
+            for path in record_run(run, args.command, args.commit, args.into):
                 print(f"wrote {path}")
-    update_readme()
+    if not args.into:
+        update_readme()
 
 
 if __name__ == "__main__":
