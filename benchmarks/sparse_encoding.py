@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -60,13 +61,11 @@ def main() -> None:
     sparse = convert.to_tflite(model, "int8", calibration, sparse_encoding=True)
 
     probs = []
-    for blob in (dense, sparse):
-        path = args.out.with_suffix(".tmp.tflite")
-        path.write_bytes(blob)
-        try:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, blob in (("dense", dense), ("sparse", sparse)):
+            path = Path(tmp) / f"{name}.tflite"
+            path.write_bytes(blob)
             probs.append(LiteRTRuntime(path).logits(test_x[:args.images]))
-        finally:
-            path.unlink()
     atomic.write_json(args.out, {
         "run": str(args.run), "sparsity": cfg.sparsity, "allocation": cfg.sparsity_allocation,
         "measured_sparsity": compress.kernel_sparsity(model),

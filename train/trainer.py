@@ -266,7 +266,7 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
                 if earlier and state_path.is_file() else [])
     segments.append(provenance())
     atomic.write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
-    write_state(run_dir, "training", provenance=segments[-1], segments=segments)
+    write_state(run_dir, "training", segments=segments)
     with strategy.scope():
         model = architectures.build(config.arch, **kwargs)
         best = fit(model, config, splits, run_dir, verbose=verbose)
