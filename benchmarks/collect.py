@@ -125,7 +125,8 @@ def zoo_rows() -> list[dict]:
                      "macs": zoo["macs_per_image"], "float_top1": train["test_top1"],
                      "arts": arts, "bench": zoo["benchmark"],
                      "train_time_s": train["train_time_s"], "epochs": train["epochs"],
-                     "gate": export["parity"]["gate"]["status"]})
+                     "gate": export["parity"]["gate"]["status"],
+                     "export_config": export["config"]})
     return rows
 
 
@@ -137,10 +138,11 @@ def _zoo_table() -> str:
     """Markdown table of :func:`zoo_rows`."""
     head = ("| arch | params | MMACs | float top-1 | int8 TFLite top-1 | int8 ONNX top-1 "
             "| fp32 / int8 TFLite (KiB) | p50 ms TFLite fp32 / int8 | p50 ms ONNX fp32 / int8 "
-            "| img/s @256 TFLite / ONNX int8 | train time | export gate |")
+            "| img/s @256 TFLite / ONNX int8 | train time "
+            "| export: sparsity, prune + QAT epochs, gate |")
     rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in zoo_rows():
-        a, b = r["arts"], r["bench"]
+        a, b, c = r["arts"], r["bench"], r["export_config"]
         rows.append(
             f"| {r['arch']} | {r['parameters']:,} | {r['macs'] / 1e6:.1f} "
             f"| {r['float_top1']:.2%} | {a['tflite-int8']['top1_accuracy']:.2%} "
@@ -151,7 +153,8 @@ def _zoo_table() -> str:
             f"| {_ms(b, 'onnx-fp32')} / {_ms(b, 'onnx-int8')} "
             f"| {b['tflite-int8']['batch_256']['throughput_ips']:,.0f} / "
             f"{b['onnx-int8']['batch_256']['throughput_ips']:,.0f} "
-            f"| {r['train_time_s'] / 60:.0f} min ({r['epochs']} ep) | {r['gate']} |")
+            f"| {r['train_time_s'] / 60:.0f} min ({r['epochs']} ep) "
+            f"| {c['sparsity']:.0%}, {c['prune_epochs']} + {c['qat_epochs']}, {r['gate']} |")
     return "\n".join(rows)
 
 
