@@ -148,7 +148,7 @@ RECIPES: dict[str, TrainConfig] = {
         weight_decay=1e-4, label_smoothing=0.1,
         augment=AugmentConfig(shift_px=1, flip=True)),
     "cnn": TrainConfig(
-        arch="cnn", epochs=35, batch_size=256, optimizer="adamw", lr=3e-3, schedule="onecycle",
+        arch="cnn", epochs=50, batch_size=256, optimizer="adamw", lr=3e-3, schedule="onecycle",
         weight_decay=5e-4, label_smoothing=0.1,
         augment=AugmentConfig(shift_px=2, flip=True, erasing_prob=0.3)),
     "mobilenetv2": TrainConfig(
