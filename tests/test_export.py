@@ -177,8 +177,10 @@ def test_zoo_measures_an_exported_run(small_run, exported, data_dir, tmp_path, m
     int8_size = (exported / "model_int8.tflite").stat().st_size
     monkeypatch.setattr(zoo, "MAX_COMMITTED_BYTES", int8_size)  # fp32 files are larger
     collect.record_run(small_run, "test", "test")
-    zoo.measure(small_run, runs=5, data_dir=data_dir)
+    zoo.measure(small_run, runs=5, data_dir=data_dir, batch_runs=2)
     record = json.loads((tmp_path / "zoo_cnn.json").read_text())
+    assert record["benchmark"]["tflite-int8"]["batch_1"]["runs"] == 5
+    assert record["benchmark"]["tflite-int8"]["batch_256"]["runs"] == 2
     assert record["committed_artifacts"]["tflite-int8"] == "model_int8.tflite"
     assert record["committed_artifacts"]["tflite-fp32"] is None
     committed = {p.name for p in (tmp_path / "artifacts" / "cnn").iterdir()}
@@ -188,6 +190,7 @@ def test_zoo_measures_an_exported_run(small_run, exported, data_dir, tmp_path, m
     assert record["macs_per_image"] > record["parameters"]  # convolutions reuse weights
     table = collect._zoo_table()
     assert table.splitlines()[2].startswith("| cnn | 289,066 |")
+    assert table.splitlines()[2].endswith(" | 50%, 1 + 1, passed |")  # the export's recipe
     assert zoo.choose_default(collect.zoo_rows(), budget_ms=1e9) == "cnn"
     with pytest.raises(ValueError, match="no int8 model"):
         zoo.choose_default(collect.zoo_rows(), budget_ms=0)
