@@ -105,6 +105,16 @@ def _export_table() -> str:
         if cross is not None:
             rows.append(f"| {e['arch']} | int8 TFLite vs int8 ONNX agreement | {cross:.2%} "
                         "| | | | | |")
+        pruned = e["parity"].get("pruned_float")
+        if pruned:
+            ref = e["parity"]["reference"]["top1_accuracy"]
+            rows.append(f"| {e['arch']} | pruned float, before quantization (Keras) "
+                        f"| {pruned['top1_accuracy']:.2%} "
+                        f"| {100 * (pruned['top1_accuracy'] - ref):+.2f} "
+                        f"| {pruned['top1_agreement']:.2%} | | | |")
+            int8 = " / ".join(f"{v:.2%}" for v in pruned["int8_agreement"].values())
+            rows.append(f"| {e['arch']} | int8 {' / '.join(pruned['int8_agreement'])} "
+                        f"agreement with the pruned float | {int8} | | | | | |")
         gzip_ratio = (e["parity"].get("sparsity_gzip") or {}).get("gzip_ratio")
         if gzip_ratio is not None:
             rows.append(f"| {e['arch']} | gzip of pruned / unpruned fp32 TFLite | "

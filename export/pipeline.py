@@ -136,6 +136,28 @@ def export_run(source: str | Path | None, config: ExportConfig, *,
     return ExportResult(out, result, result["gate"]["status"] == "passed")
 
 
+def _pruned_float_record(pruned: np.ndarray, reference: np.ndarray, labels: np.ndarray,
+                         artifacts: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Split the int8 models' disagreement with the float model into its two stages.
+
+    Args:
+        pruned: ``float32[N, 10]`` logits of the pruned float Keras model (before quantization).
+        reference: ``float32[N, 10]`` logits of the float (unpruned) Keras model.
+        labels: ``uint8[N]`` test labels.
+        artifacts: ``{format: float32[N, 10]}`` logits of the exported artifacts.
+
+    Returns:
+        ``top1_accuracy`` and ``top1_agreement`` (with the float model) of the pruned float
+        model, and ``int8_agreement``: ``{format: top-1 agreement with the pruned float
+        model}`` for the quantized artifacts (what quantization alone changes).
+    """
+    top = pruned.argmax(1)
+    return {"top1_accuracy": float((top == labels).mean()),
+            "top1_agreement": float((top == reference.argmax(1)).mean()),
+            "int8_agreement": {name: float((lg.argmax(1) == top).mean())
+                               for name, lg in artifacts.items() if FORMATS[name].quantized}}
+
+
 def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: ExportConfig,
                  x_tr, y_tr, x_val, y_val, x_test, y_test, calibration, augment, smoothing,
                  start: float, verbose: int = 0) -> dict[str, Any]:
@@ -148,6 +170,7 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
     files: dict[str, Path] = {}
     notes: dict[str, Any] = {}
     comp = compress.CompressionReport()
+    pruned_logits = None
 
     # Float artifacts: exact conversions of the reference model.
     for fmt in formats:
@@ -188,8 +211,10 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
                                   allocation=config.sparsity_allocation, **tune)
         float_compressed = work
         if config.sparsity > 0:
-            # What pruning alone buys in transport: gzip of the pruned vs the unpruned float
-            # model, both as TFLite fp32.
+            # What pruning alone costs in predictions (the int8 agreement then splits into a
+            # pruning and a quantization part) and buys in transport: gzip of the pruned vs
+            # the unpruned float model, both as TFLite fp32.
+            pruned_logits = predict_logits(work, x_test)
             pruned_gzip = len(gzip.compress(convert.to_tflite(work, "fp32"), 9))
             dense_gzip = len(gzip.compress(convert.to_tflite(reference, "fp32"), 9))
             notes["sparsity"] = {"pruned_fp32_tflite_gzip_bytes": pruned_gzip,
@@ -242,6 +267,9 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
             (logits["tflite-int8"].argmax(1) == logits["onnx-int8"].argmax(1)).mean())
     if "sparsity" in notes:
         result["sparsity_gzip"] = notes["sparsity"]
+    if pruned_logits is not None:
+        result["pruned_float"] = _pruned_float_record(pruned_logits, ref_logits, y_test,
+                                                      logits)
     result["int8_per_class_delta_pp"] = {
         r.format: r.per_class_accuracy_delta_pp for r in records if FORMATS[r.format].quantized}
     atomic.write_json(stage / "parity.json", result)

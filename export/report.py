@@ -37,6 +37,13 @@ def markdown(parity: dict) -> str:
                       f"{sparse['pruned_fp32_tflite_gzip_bytes']:,} bytes vs unpruned "
                       f"{sparse['dense_fp32_tflite_gzip_bytes']:,} bytes "
                       f"({sparse['gzip_ratio']:.1%})."]
+    pruned = parity.get("pruned_float")
+    if pruned:
+        int8 = ", ".join(f"{name} {v:.2%}" for name, v in pruned["int8_agreement"].items())
+        lines += ["", f"Pruning vs quantization: the pruned float model (before quantization) "
+                      f"has top-1 {pruned['top1_accuracy']:.2%} and agrees with the float model "
+                      f"on {pruned['top1_agreement']:.2%} of the test images; the int8 "
+                      f"artifacts agree with the pruned float model on: {int8}."]
     worst = parity.get("int8_per_class_delta_pp")
     if worst:
         lines += ["", "Per-class top-1 delta of the int8 artifacts (pp):", "",

@@ -86,6 +86,27 @@ def test_parity_numbers(exported):
         assert arts[fmt]["top1_accuracy"] > 0.6
         assert set(arts[fmt]["per_class_accuracy_delta_pp"]) >= {"Coat", "Shirt"}
     assert parity["gate"]["status"] == "passed"
+    # Pruning and quantization, each stage on its own: the pruned float model vs the float
+    # model, and each int8 artifact vs the pruned float model.
+    pruned = parity["pruned_float"]
+    assert set(pruned["int8_agreement"]) == {"tflite-int8", "onnx-int8"}  # float ones: unpruned
+    assert 0.5 < pruned["top1_agreement"] <= 1.0 and pruned["top1_accuracy"] > 0.6
+    assert all(0.9 < v <= 1.0 for v in pruned["int8_agreement"].values())
+    assert "Pruning vs quantization" in (exported / "parity.md").read_text()
+
+
+def test_pruned_float_record_splits_the_stages():
+    from fmnist_edge.export.pipeline import _pruned_float_record
+
+    eye = np.eye(10, dtype=np.float32)
+    labels = np.array([0, 1, 2, 3], dtype=np.uint8)
+    reference = eye[[0, 1, 2, 3]]  # all right
+    pruned = eye[[0, 1, 2, 9]]  # pruning flips the last image
+    int8 = eye[[0, 1, 5, 9]]  # quantization flips one more
+    record = _pruned_float_record(pruned, reference, labels,
+                                  {"tflite-int8": int8, "tflite-fp32": reference})
+    assert record == {"top1_accuracy": 0.75, "top1_agreement": 0.75,
+                      "int8_agreement": {"tflite-int8": 0.75}}
 
 
 def test_artifacts_honour_the_contract_without_tensorflow_runtime(exported, test_split):
