@@ -103,6 +103,9 @@ def export_run(source: str | Path | None, config: ExportConfig, *,
         fmnist_edge.data.DataError: missing or corrupt data.
     """
     start = time.perf_counter()
+    # Taken now, not when the export ends: the commit of the code that runs (an export of a
+    # large model takes an hour, and the checkout may move meanwhile).
+    prov = provenance()
     model_path = runs.resolve_model(source if source is not None else runs.newest_run(runs_dir))
     run_dir = model_path.parent
     out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR
@@ -132,7 +135,8 @@ def export_run(source: str | Path | None, config: ExportConfig, *,
 
     with atomic.staged_dir(out) as stage:
         result = _export_into(stage, model_path, reference, config, x_tr, y_tr, x_val, y_val,
-                              x_test, y_test, calibration, augment, smoothing, start, verbose)
+                              x_test, y_test, calibration, augment, smoothing, start, prov,
+                              verbose)
     return ExportResult(out, result, result["gate"]["status"] == "passed")
 
 
@@ -160,7 +164,7 @@ def _pruned_float_record(pruned: np.ndarray, reference: np.ndarray, labels: np.n
 
 def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: ExportConfig,
                  x_tr, y_tr, x_val, y_val, x_test, y_test, calibration, augment, smoothing,
-                 start: float, verbose: int = 0) -> dict[str, Any]:
+                 start: float, prov: dict[str, Any], verbose: int = 0) -> dict[str, Any]:
     formats = [FORMATS[f] for f in config.formats]
     ref_logits = predict_logits(reference, x_test)
     ref_accuracy = float((ref_logits.argmax(1) == y_test).mean())
@@ -292,7 +296,7 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
         "sparsity_gzip": notes.get("sparsity"),
         "gate": result["gate"],
         "versions": package_versions(PACKAGES),
-        "provenance": provenance(),
+        "provenance": prov,
         "export_time_s": time.perf_counter() - start,
     }
     atomic.write_json(stage / "manifest.json", manifest)
