@@ -41,7 +41,8 @@ class ExportConfig:
         int8_io: ``int8`` or ``uint8`` input/output of the full-integer TFLite model.
         max_accuracy_drop: gate: the largest test top-1 loss of an int8 artifact against the
             float Keras model, in percentage points.
-        float_atol: gate: the largest |logit| difference of a float32 artifact vs Keras.
+        float_atol: gate: the largest |logit| difference of a float32 artifact vs Keras,
+            absolute for |logit| <= 1 and relative above (``export.parity.scaled_logit_diff``).
         train_limit: fine-tune on this many training images only (0: all but validation).
         val_size: validation images held out (used to choose each int8 method).
         latency_runs: timed batch-1 calls per artifact for p50/p90 latency.

@@ -147,12 +147,26 @@ def test_impossible_gate_exits_non_zero(small_run, data_dir, tmp_path):
 def test_float_atol_gate_fails_on_a_wrong_artifact(small_run, exported):
     from fmnist_edge.export import parity
 
-    rec = parity.ArtifactParity("tflite-fp32", "x", 1, 1, 0.8, 0.0, 1.0, 3e-3, {}, 1.0, 1.0)
+    rec = parity.ArtifactParity("tflite-fp32", "x", 1, 1, 0.8, 0.0, 1.0, 3e-3, 3e-3, {}, 1.0,
+                                1.0)
     parity.judge(rec, max_accuracy_drop=0.5, float_atol=1e-4)
     assert not rec.passed and "logit diff" in rec.reasons[0]
-    rec = parity.ArtifactParity("tflite-int8", "x", 1, 1, 0.8, -0.6, 0.99, 2.0, {}, 1.0, 1.0)
+    rec = parity.ArtifactParity("tflite-int8", "x", 1, 1, 0.8, -0.6, 0.99, 2.0, 2.0, {}, 1.0,
+                                1.0)
     parity.judge(rec, max_accuracy_drop=0.5, float_atol=1e-4)
     assert not rec.passed and "drop" in rec.reasons[0]
+
+
+def test_scaled_logit_diff_is_absolute_below_one_and_relative_above():
+    from fmnist_edge.export.parity import scaled_logit_diff
+
+    ref = np.array([[0.5, -0.2, 1200.0]], dtype=np.float32)
+    # 1e-3 off a logit of 1,200 is float32 rounding (8e-7 relative); 1e-3 off 0.5 is not.
+    assert scaled_logit_diff(ref + np.array([[0, 0, 1e-3]], np.float32), ref) < 1e-6
+    assert scaled_logit_diff(ref + np.array([[1e-3, 0, 0]], np.float32), ref) == \
+        pytest.approx(1e-3, rel=1e-3)
+    assert scaled_logit_diff(ref + np.array([[0, 0, 1.2]], np.float32), ref) == \
+        pytest.approx(1e-3, rel=1e-3)
 
 
 def test_existing_export_needs_overwrite(small_run, exported, data_dir):
