@@ -78,10 +78,12 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
         return {"val_agreement": float((top1 == ref_val).mean()),
                 "val_top1": float((top1 == y_val).mean())}
 
+    pruned_val = predict_logits(work, x_val).argmax(1)
     result = {"setting": setting, "pruned_float": score(work),
               "measured_sparsity": report.measured_sparsity}
     if setting.get("ptq"):
-        result["ptq_tflite_int8"] = _score_ptq(work, x_tr, x_val, y_val, ref_val, defaults)
+        result["ptq_tflite_int8"] = _score_ptq(work, x_tr, x_val, y_val, ref_val, defaults,
+                                               pruned_val)
     qat_epochs = setting.get("qat_epochs", 0)
     if qat_epochs:
         qat = compress.quantize_aware(work, x_tr, targets, pruned=sparsity > 0,
@@ -91,9 +93,12 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
     return result
 
 
-def _score_ptq(model, x_tr, x_val, y_val, ref_val, defaults: ExportConfig) -> dict:
+def _score_ptq(model, x_tr, x_val, y_val, ref_val, defaults: ExportConfig,
+               pruned_val=None) -> dict:
     """Post-training int8 TFLite of ``model`` (calibration drawn as the export draws it),
-    scored on validation with LiteRT."""
+    scored on validation with LiteRT: agreement with the float model, top-1, and agreement
+    with ``model`` itself (``pruned_val``: its top-1 classes; what quantization alone changes).
+    """
     import tempfile
 
     import numpy as np
@@ -107,8 +112,11 @@ def _score_ptq(model, x_tr, x_val, y_val, ref_val, defaults: ExportConfig) -> di
         path = Path(tmp) / "ptq.tflite"
         path.write_bytes(convert.to_tflite(model, "int8", calibration, defaults.int8_io))
         top1 = load(path).logits(x_val).argmax(1)
-    return {"val_agreement": float((top1 == ref_val).mean()),
-            "val_top1": float((top1 == y_val).mean())}
+    scores = {"val_agreement": float((top1 == ref_val).mean()),
+              "val_top1": float((top1 == y_val).mean())}
+    if pruned_val is not None:
+        scores["val_agreement_with_pruned_float"] = float((top1 == pruned_val).mean())
+    return scores
 
 
 def main() -> None:
