@@ -113,7 +113,7 @@ def _export_table() -> str:
                         f"| {100 * (pruned['top1_accuracy'] - ref):+.2f} "
                         f"| {pruned['top1_agreement']:.2%} | | | |")
             int8 = " / ".join(f"{v:.2%}" for v in pruned["int8_agreement"].values())
-            rows.append(f"| {e['arch']} | int8 {' / '.join(pruned['int8_agreement'])} "
+            rows.append(f"| {e['arch']} | {' / '.join(pruned['int8_agreement'])} "
                         f"agreement with the pruned float | {int8} | | | | | |")
         gzip_ratio = (e["parity"].get("sparsity_gzip") or {}).get("gzip_ratio")
         if gzip_ratio is not None:
@@ -164,7 +164,8 @@ def _zoo_table() -> str:
             f"| {b['tflite-int8']['batch_256']['throughput_ips']:,.0f} / "
             f"{b['onnx-int8']['batch_256']['throughput_ips']:,.0f} "
             f"| {r['train_time_s'] / 60:.0f} min ({r['epochs']} ep) "
-            f"| {c['sparsity']:.0%}, {c['prune_epochs']} + {c['qat_epochs']}, {r['gate']} |")
+            f"| {c['sparsity']:.0%}, {c['prune_epochs'] if c['sparsity'] else 0} "
+            f"+ {c['qat_epochs']}, {r['gate']} |")
     return "\n".join(rows)
 
 
