@@ -162,7 +162,11 @@ def plot(rows: list[dict], out: Path = PARETO_PNG) -> Path:
     ax.set_ylabel("test top-1 accuracy (%)")
     ax.set_title("Fashion-MNIST int8 models: accuracy vs latency")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.margins(x=0.08, y=0.12)
+    legend = ax.legend(loc="lower center", fontsize=8)
+    for handle in legend.legend_handles:  # same-size legend markers, not the first model's
+        if hasattr(handle, "set_sizes"):
+            handle.set_sizes([40])
     fig.tight_layout()
     atomic.write_with(out, lambda tmp: fig.savefig(tmp, format="png",
                                                    metadata={"Software": None}))
