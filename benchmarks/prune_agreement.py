@@ -73,13 +73,12 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
                               allocation=setting.get("allocation", defaults.sparsity_allocation),
                               epochs=setting.get("prune_epochs", defaults.prune_epochs), **tune)
 
-    def score(model) -> dict:
-        top1 = predict_logits(model, x_val).argmax(1)
+    def score(top1) -> dict:
         return {"val_agreement": float((top1 == ref_val).mean()),
                 "val_top1": float((top1 == y_val).mean())}
 
     pruned_val = predict_logits(work, x_val).argmax(1)
-    result = {"setting": setting, "pruned_float": score(work),
+    result = {"setting": setting, "pruned_float": score(pruned_val),
               "measured_sparsity": report.measured_sparsity}
     if setting.get("ptq"):
         result["ptq_tflite_int8"] = _score_ptq(work, x_tr, x_val, y_val, ref_val, defaults,
@@ -88,7 +87,7 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
     if qat_epochs:
         qat = compress.quantize_aware(work, x_tr, targets, pruned=sparsity > 0,
                                       epochs=qat_epochs, **tune)
-        result["qat"] = score(qat)
+        result["qat"] = score(predict_logits(qat, x_val).argmax(1))
     result["time_s"] = time.perf_counter() - start
     return result
 

@@ -80,9 +80,9 @@ def measure(path: Path, fmt: str, images: np.ndarray, labels: np.ndarray,
 def scaled_logit_diff(logits: np.ndarray, reference: np.ndarray) -> float:
     """``max |logits - reference| / max(1, |reference|)`` over ``float32[N, 10]`` logits.
 
-    The usual mixed absolute / relative tolerance (numpy ``isclose`` with ``atol == rtol``):
-    a plain absolute bound cannot hold for large logits, whose float32 spacing alone
-    exceeds it (1.2e-4 between 1,024 and 2,048; IEEE 754 binary32)."""
+    A mixed absolute / relative tolerance (within a factor 2 of numpy ``isclose`` with
+    ``atol == rtol``): a plain absolute bound cannot hold for large logits, whose float32
+    spacing alone exceeds it (1.2e-4 between 1,024 and 2,048; IEEE 754 binary32)."""
     diff = np.abs(logits.astype(np.float64) - reference)
     return float((diff / np.maximum(1.0, np.abs(reference))).max())
 
