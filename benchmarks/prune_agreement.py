@@ -34,7 +34,7 @@ from fmnist_edge.train.trainer import predict_logits  # noqa: E402
 
 _KEYS = {"prune_epochs": int, "qat_epochs": int, "lr": float, "temperature": float,
          "sparsity": float, "online": int, "freeze_bn": int,
-         "keep_ends": int, "allocation": str, "ptq": int}
+         "keep_ends": int, "allocation": str, "ptq": int, "fold_bn": int}
 
 
 def parse_setting(text: str) -> dict:
@@ -66,6 +66,8 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
         for layer in work.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
+    if setting.get("fold_bn"):  # prune the BatchNorm-folded kernels (what int8 multiplies)
+        work = compress.fold_batchnorm(work)
     sparsity = setting.get("sparsity", defaults.sparsity)
     if sparsity > 0:
         keep = compress.end_layers(work) if setting.get("keep_ends") else ()

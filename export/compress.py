@@ -107,6 +107,80 @@ def end_layers(model: keras.Model) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names[:1] + names[-1:]))
 
 
+def _producer(layer):
+    """The single layer feeding ``layer``, or None."""
+    nodes = layer.inbound_nodes
+    if not nodes:
+        return None
+    inbound = nodes[0].inbound_layers
+    return inbound if not isinstance(inbound, list) else (inbound[0] if inbound else None)
+
+
+def fold_batchnorm(model: keras.Model) -> keras.Model:
+    """Fold every BatchNormalization that directly follows a Conv2D/Dense (and is that
+    layer's only consumer) into the layer's kernel and bias, as the TFLite converter and
+    int8 inference do (Jacob et al. 2018, "Quantization and Training of Neural Networks for
+    Efficient Integer-Arithmetic-Only Inference", arXiv:1712.05877, sec. 3.2):
+    ``kernel * gamma / sqrt(var + eps)`` per output channel and
+    ``(bias - mean) * gamma / sqrt(var + eps) + beta``.
+
+    The folded BatchNormalization layers stay in place as frozen identities (gamma 1, beta 0,
+    mean 0, variance 1 - eps), so layer names and the graph are unchanged. Magnitude pruning
+    of the folded model then ranks the weights the deployed model multiplies with, not the
+    raw kernels, whose per-channel scale the following BatchNorm undoes. Same function:
+    predictions equal the input model's to float rounding.
+
+    Returns:
+        A new model; ``model`` is not changed.
+    """
+    folds = {}
+    for layer in model.layers:
+        source = _producer(layer)
+        if (isinstance(layer, keras.layers.BatchNormalization) and isinstance(source, PRUNABLE)
+                and len(source.outbound_nodes) == 1 and layer.axis in ([-1], [len(
+                    source.output_shape) - 1])):
+            folds[source.name] = layer
+    identities = {bn.name for bn in folds.values()}
+
+    def clone(layer):
+        config = layer.get_config()
+        if layer.name in folds:
+            config["use_bias"] = True
+        if layer.name in identities:
+            config["trainable"] = False
+        return layer.__class__.from_config(config)
+
+    folded = keras.models.clone_model(model, clone_function=clone)
+    for layer in model.layers:
+        target = folded.get_layer(layer.name)
+        if layer.name in folds:
+            bn = folds[layer.name]
+            params = dict(zip(("gamma", "beta", "mean", "var"), _bn_params(bn)))
+            scale = params["gamma"] / np.sqrt(params["var"] + bn.epsilon)
+            bias = layer.bias.numpy() if layer.use_bias else 0.0
+            target.set_weights([layer.kernel.numpy() * scale,
+                                (bias - params["mean"]) * scale + params["beta"]])
+        elif layer.name in identities:
+            width = layer.moving_mean.shape[0]
+            weights = {"gamma": np.ones(width), "beta": np.zeros(width),
+                       "moving_mean": np.zeros(width),
+                       "moving_variance": np.full(width, 1.0 - layer.epsilon)}
+            target.set_weights([weights[w.name.split("/")[-1].split(":")[0]]
+                                for w in target.weights])
+        else:
+            target.set_weights(layer.get_weights())
+    return folded
+
+
+def _bn_params(bn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """gamma, beta, moving mean, moving variance of a BatchNormalization layer (gamma 1 and
+    beta 0 when it has no scale / center)."""
+    width = bn.moving_mean.shape[0]
+    gamma = bn.gamma.numpy() if bn.scale else np.ones(width, np.float32)
+    beta = bn.beta.numpy() if bn.center else np.zeros(width, np.float32)
+    return gamma, beta, bn.moving_mean.numpy(), bn.moving_variance.numpy()
+
+
 #: How the overall sparsity is shared among the pruned layers.
 ALLOCATIONS = ("uniform", "erk")
 
@@ -219,18 +293,11 @@ def _annotate_supported(model: keras.Model, registry, report: CompressionReport)
     tfmot = _tfmot()
     qk = tfmot.quantization.keras
 
-    def producer(layer):
-        nodes = layer.inbound_nodes
-        if not nodes:
-            return None
-        inbound = nodes[0].inbound_layers
-        return inbound if not isinstance(inbound, list) else (inbound[0] if inbound else None)
-
     def annotate(layer):
         if isinstance(layer, keras.layers.InputLayer):
             return layer.__class__.from_config(layer.get_config())
         folded = (isinstance(layer, keras.layers.BatchNormalization)
-                  and isinstance(producer(layer), _FOLDED_BY_CONV))
+                  and isinstance(_producer(layer), _FOLDED_BY_CONV))
         if folded or registry.supports(layer):
             report.quantized_layers.append(layer.name)
             return qk.quantize_annotate_layer(layer)
