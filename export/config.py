@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from fmnist_edge.export.granularity import GRANULARITIES
 from fmnist_edge.formats import FORMATS, INT8_SET
 from fmnist_edge.train.config import validate
 
@@ -39,6 +40,15 @@ class ExportConfig:
         calibration_samples: training images in the representative dataset (calibration of
             int8 ranges the QAT model does not carry, and of onnxruntime static quantization).
         int8_io: ``int8`` or ``uint8`` input/output of the full-integer TFLite model.
+        weight_granularity: int8 TFLite weights of the post-training model: ``channel`` (one
+            scale per output channel, TFLite converter), ``auto`` (ai-edge-quantizer; per-tensor
+            for each convolution / fully connected layer whose per-tensor rounding error is at
+            most 3x its per-channel error, per-channel for the rest and for every depthwise
+            convolution; see ``export.granularity``) or ``tensor`` (per-tensor for every
+            convolution / fully connected layer, depthwise per-channel). ``auto`` and
+            ``tensor`` need int8 I/O. On MobileNetV2, ``auto`` made the int8 TFLite 28.6 % of
+            fp32 instead of 30.5 % at the same validation agreement
+            (benchmarks/results/experiments/weight_granularity_mobilenetv2.json).
         max_accuracy_drop: gate: the largest test top-1 loss of an int8 artifact against the
             float Keras model, in percentage points.
         float_atol: gate: the largest |logit| difference of a float32 artifact vs Keras,
@@ -61,6 +71,7 @@ class ExportConfig:
     batch_size: int = 128
     calibration_samples: int = 500
     int8_io: str = "int8"
+    weight_granularity: str = "auto"
     max_accuracy_drop: float = 0.5
     float_atol: float = 1e-4
     train_limit: int = 0
@@ -79,6 +90,10 @@ class ExportConfig:
             (self.sparsity_allocation in ("uniform", "erk"),
              "sparsity_allocation must be uniform or erk"),
             (self.int8_io in ("int8", "uint8"), "int8_io must be int8 or uint8"),
+            (self.weight_granularity in GRANULARITIES,
+             f"weight_granularity must be one of {', '.join(GRANULARITIES)}"),
+            (self.weight_granularity == "channel" or self.int8_io == "int8",
+             "uint8 I/O needs --weight-granularity channel (the TFLite converter)"),
             (self.calibration_samples >= 1, "calibration_samples must be >= 1"),
             (self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0"),
             (self.distill_temperature > 0, "distill_temperature must be > 0"),

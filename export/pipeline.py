@@ -21,7 +21,7 @@ import numpy as np
 
 from fmnist_edge import atomic, data, runs
 from fmnist_edge.contract import LABELS, MODEL_INPUT_SHAPE, ModelCard, softmax
-from fmnist_edge.export import compress, convert, parity, report
+from fmnist_edge.export import compress, convert, granularity, parity, report
 from fmnist_edge.export.config import ExportConfig
 from fmnist_edge.formats import FORMATS
 from fmnist_edge.provenance import package_versions, provenance
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 EXPORT_DIR = "export"
 PACKAGES = ("fmnist-edge", "tensorflow", "tf-keras", "tensorflow-model-optimization",
-            "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy")
+            "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "ai-edge-quantizer", "numpy")
 
 
 class ExportError(RuntimeError):
@@ -233,10 +233,12 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
         for name in ("tflite-int8", "onnx-int8"):
             if name in config.formats:
                 log.info("converting %s (QAT and post-training; best on validation)", name)
-                makers = _int8_makers(name, qat, float_compressed, calibration,
-                                      config.int8_io, base_card)
+                makers, plan = _int8_makers(name, qat, float_compressed, calibration,
+                                            config, base_card)
                 files[name], notes[name] = _best_int8(stage, name, makers, x_val, y_val,
                                                       ref_val)
+                if plan is not None and notes[name]["method"] == "ptq":
+                    notes[name]["weight_granularity"] = plan.to_dict()
         if "tflite-int8" in files:
             notes["tflite-int8"].update(_tflite_io(files["tflite-int8"]))
 
@@ -304,21 +306,26 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
     return result
 
 
-def _int8_makers(name: str, qat, float_compressed, calibration: np.ndarray, int8_io: str,
-                 card: dict[str, Any]) -> dict[str, Callable[[Path], bytes]]:
-    """The ways to make one int8 artifact, each a function ``work_dir -> file bytes``.
+def _int8_makers(name: str, qat, float_compressed, calibration: np.ndarray,
+                 config: ExportConfig, card: dict[str, Any]
+                 ) -> tuple[dict[str, Callable[[Path], bytes]], Any]:
+    """The ways to make one int8 artifact, each a function ``work_dir -> file bytes``, and
+    the post-training TFLite's weight granularity plan (None when it is all per-channel).
 
     ``qat``: the QAT model converted by the TFLite converter (its learned ranges; ranges it
     lacks are calibrated), or for ONNX: tf2onnx of the QAT model with its fake-quant nodes
     stripped (the weights QAT trained) quantized by onnxruntime ``quantize_static``.
-    ``ptq``: post-training full-integer quantization of the compressed float model (TFLite
-    converter with a representative dataset, or ``quantize_static``), calibrated on
-    ``calibration`` (TFLite post-training quantization guide; onnxruntime "Quantize ONNX
-    models"). Without QAT (``qat`` is None) only ``ptq`` is made.
+    ``ptq``: post-training full-integer quantization of the compressed float model (TFLite:
+    the converter with a representative dataset for ``weight_granularity`` ``channel``,
+    else ai-edge-quantizer with per-layer granularity, :mod:`export.granularity`; ONNX:
+    ``quantize_static``), calibrated on ``calibration`` (TFLite post-training quantization
+    guide; onnxruntime "Quantize ONNX models"). Without QAT (``qat`` is None) only ``ptq``.
     """
+    plan = None
+
     def tflite(model, method):
         return lambda work: convert.add_tflite_metadata(
-            convert.to_tflite(model, "int8", calibration, int8_io),
+            convert.to_tflite(model, "int8", calibration, config.int8_io),
             {**card, "format": name, "method": method})
 
     def onnx(make_float, method):
@@ -330,12 +337,18 @@ def _int8_makers(name: str, qat, float_compressed, calibration: np.ndarray, int8
 
     if name == "tflite-int8":
         makers = {"qat": tflite(qat, "qat"), "ptq": tflite(float_compressed, "ptq")}
+        if config.weight_granularity != "channel":
+            float_blob = convert.to_tflite(float_compressed, "fp32")
+            plan = granularity.plan(float_blob, config.weight_granularity)
+            makers["ptq"] = lambda work: convert.add_tflite_metadata(
+                granularity.quantize_int8(float_blob, calibration, plan),
+                {**card, "format": name, "method": "ptq"})
     else:
         makers = {"qat": onnx(lambda: convert.strip_qdq(convert.to_onnx(qat)), "qat"),
                   "ptq": onnx(lambda: convert.to_onnx(float_compressed), "ptq")}
     if qat is None:
         del makers["qat"]
-    return makers
+    return makers, plan
 
 
 def _best_int8(stage: Path, name: str, makers: dict[str, Callable[[Path], bytes]],

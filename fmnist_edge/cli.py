@@ -265,6 +265,10 @@ def export(
     calibration_samples: Annotated[int, typer.Option(
         help="Training images in the representative dataset.")] = 500,
     int8_io: Annotated[str, typer.Option(help="int8 or uint8 TFLite model I/O.")] = "int8",
+    weight_granularity: Annotated[str, typer.Option(
+        help="int8 TFLite weight scales: channel (per output channel), auto (per-tensor where "
+             "that costs at most 3x the rounding error, else per-channel), or tensor "
+             "(per-tensor except depthwise).")] = "auto",
     max_accuracy_drop: Annotated[float, typer.Option(
         help="Gate: largest int8 top-1 loss vs float, percentage points.")] = 0.5,
     train_limit: Annotated[int, typer.Option(
@@ -301,6 +305,7 @@ def export(
             qat_epochs=qat_epochs, lr=lr, distill=distill,
             distill_temperature=distill_temperature, batch_size=batch_size,
             calibration_samples=calibration_samples, int8_io=int8_io,
+            weight_granularity=weight_granularity,
             max_accuracy_drop=max_accuracy_drop, train_limit=train_limit,
             latency_runs=latency_runs, seed=seed)
         project_log = logging.getLogger("fmnist_edge")

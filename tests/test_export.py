@@ -49,13 +49,18 @@ def test_artifacts_manifest_and_reports(exported):
     manifest = json.loads((exported / "manifest.json").read_text())
     assert manifest["labels"][9] == "Ankle boot"
     int8 = manifest["artifacts"]["tflite-int8"]
-    assert int8["input_dtype"] == "int8" and int8["input_scale"] == 1.0
+    # pixels 0-255 onto int8: scale ~1 (ai-edge-quantizer's moving-average range: just under)
+    assert int8["input_dtype"] == "int8" and int8["input_scale"] == pytest.approx(1.0, rel=0.01)
     assert int8["input_zero_point"] == -128
     assert manifest["compression"]["measured_sparsity"] == pytest.approx(0.5, abs=0.02)
     from fmnist_edge.runtime import load
 
     details = load(exported / "model_int8.tflite").interpreter.get_tensor_details()
     assert max(len(t["quantization_parameters"]["scales"]) for t in details) > 1  # per channel
+    if int8["method"] == "ptq":  # per-layer weight granularity (--weight-granularity auto)
+        plan = int8["weight_granularity"]
+        assert plan["per_tensor_layers"] + plan["per_channel_layers"] == 7  # cnn: 6 conv + 1
+        assert len(plan["error_ratio"]) == 7
     assert "normalize" in manifest["compression"]["float_layers"]
     for name in ("tflite-int8", "onnx-int8"):  # made from QAT and post-training, best kept
         art = manifest["artifacts"][name]
