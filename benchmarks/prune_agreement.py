@@ -34,7 +34,8 @@ from fmnist_edge.train.trainer import predict_logits  # noqa: E402
 
 _KEYS = {"prune_epochs": int, "qat_epochs": int, "lr": float, "temperature": float,
          "sparsity": float, "online": int, "freeze_bn": int,
-         "keep_ends": int, "allocation": str, "ptq": int, "fold_bn": int}
+         "keep_ends": int, "allocation": str, "ptq": int, "fold_bn": int,
+         "granularity": str}
 
 
 def parse_setting(text: str) -> dict:
@@ -84,7 +85,7 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
               "measured_sparsity": report.measured_sparsity}
     if setting.get("ptq"):
         result["ptq_tflite_int8"] = _score_ptq(work, x_tr, x_val, y_val, ref_val, defaults,
-                                               pruned_val)
+                                               pruned_val, setting.get("granularity", "channel"))
     qat_epochs = setting.get("qat_epochs", 0)
     if qat_epochs:
         qat = compress.quantize_aware(work, x_tr, targets, pruned=sparsity > 0,
@@ -95,10 +96,12 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
 
 
 def _score_ptq(model, x_tr, x_val, y_val, ref_val, defaults: ExportConfig,
-               pruned_val=None) -> dict:
+               pruned_val=None, weight_granularity: str = "channel") -> dict:
     """Post-training int8 TFLite of ``model`` (calibration drawn as the export draws it),
     scored on validation with LiteRT: agreement with the float model, top-1, and agreement
     with ``model`` itself (``pruned_val``: its top-1 classes; what quantization alone changes).
+    ``weight_granularity`` ``channel``: the TFLite converter; else ai-edge-quantizer with
+    that per-layer granularity (``export.granularity``), as the export makes them.
     """
     import tempfile
 
@@ -111,7 +114,14 @@ def _score_ptq(model, x_tr, x_val, y_val, ref_val, defaults: ExportConfig,
     calibration = x_tr[rng.choice(len(x_tr), defaults.calibration_samples, replace=False)]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ptq.tflite"
-        path.write_bytes(convert.to_tflite(model, "int8", calibration, defaults.int8_io))
+        if weight_granularity == "channel":
+            path.write_bytes(convert.to_tflite(model, "int8", calibration, defaults.int8_io))
+        else:
+            from fmnist_edge.export import granularity
+
+            blob = convert.to_tflite(model, "fp32")
+            path.write_bytes(granularity.quantize_int8(
+                blob, calibration, granularity.plan(blob, weight_granularity)))
         top1 = load(path).logits(x_val).argmax(1)
     scores = {"val_agreement": float((top1 == ref_val).mean()),
               "val_top1": float((top1 == y_val).mean())}

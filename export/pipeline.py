@@ -209,6 +209,8 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
         if config.sparsity > 0:
             log.info("pruning to %.0f%% sparsity, %d epochs on %d images",
                      100 * config.sparsity, config.prune_epochs, len(x_tr))
+            if config.fold_batchnorm:
+                work = compress.fold_batchnorm(work)
             keep = compress.end_layers(work) if config.keep_ends_dense else ()
             work = compress.prune(work, x_tr, targets, sparsity=config.sparsity,
                                   epochs=config.prune_epochs, keep_dense=keep,

@@ -253,6 +253,10 @@ def export(
     sparsity_allocation: Annotated[str, typer.Option(
         help="How pruned layers share the sparsity: uniform, or erk (large layers pruned "
              "more; Evci et al. 2020).")] = "erk",
+    fold_batchnorm: Annotated[bool, typer.Option(
+        "--fold-batchnorm/--no-fold-batchnorm",
+        help="Fold BatchNorm into the preceding Conv2D/Dense before pruning, so pruning ranks "
+             "the weights the int8 model uses.")] = True,
     qat_epochs: Annotated[int, typer.Option()] = 2,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 3e-4,
     distill: Annotated[bool, typer.Option(
@@ -302,6 +306,7 @@ def export(
         config = ExportConfig(
             formats=tuple(dict.fromkeys(chosen)), sparsity=sparsity, prune_epochs=prune_epochs,
             keep_ends_dense=keep_ends_dense, sparsity_allocation=sparsity_allocation,
+            fold_batchnorm=fold_batchnorm,
             qat_epochs=qat_epochs, lr=lr, distill=distill,
             distill_temperature=distill_temperature, batch_size=batch_size,
             calibration_samples=calibration_samples, int8_io=int8_io,
