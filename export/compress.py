@@ -117,10 +117,10 @@ def _producer(layer):
 
 
 def fold_batchnorm(model: keras.Model) -> keras.Model:
-    """Fold every BatchNormalization that directly follows a Conv2D/Dense (and is that
-    layer's only consumer) into the layer's kernel and bias, as the TFLite converter and
-    int8 inference do (Jacob et al. 2018, "Quantization and Training of Neural Networks for
-    Efficient Integer-Arithmetic-Only Inference", arXiv:1712.05877, sec. 3.2):
+    """Fold every BatchNormalization that directly follows a Conv2D/Dense without activation
+    (and is that layer's only consumer) into the layer's kernel and bias, as the TFLite
+    converter and int8 inference do (Jacob et al. 2018, "Quantization and Training of Neural
+    Networks for Efficient Integer-Arithmetic-Only Inference", arXiv:1712.05877, sec. 3.2):
     ``kernel * gamma / sqrt(var + eps)`` per output channel and
     ``(bias - mean) * gamma / sqrt(var + eps) + beta``.
 
@@ -137,6 +137,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     for layer in model.layers:
         source = _producer(layer)
         if (isinstance(layer, keras.layers.BatchNormalization) and isinstance(source, PRUNABLE)
+                and source.get_config().get("activation") == "linear"  # BN after the kernel
                 and len(source.outbound_nodes) == 1 and layer.axis in ([-1], [len(
                     source.output_shape) - 1])):
             folds[source.name] = layer

@@ -3,7 +3,8 @@ ai-edge-quantizer (the LiteRT quantizer, github.com/google-ai-edge/ai-edge-quant
 
 Per-channel int8 weights store one float32 scale and one int64 zero point per output channel,
 for the weights and again for the int32 bias: 24 bytes per channel. In MobileNetV2 that is
-15 % of the int8 model (benchmarks/results/tflite_size_mobilenetv2.json). Per-tensor weights
+15 % of the all-per-channel int8 model
+(benchmarks/results/experiments/tflite_size_mobilenetv2_per_channel.json). Per-tensor weights
 store one scale per layer but round every channel with the scale of the widest one, which
 ruins layers whose channel ranges differ a lot after BatchNorm folding, above all depthwise
 convolutions (Krishnamoorthi 2018, "Quantizing deep convolutional networks for efficient
@@ -34,14 +35,17 @@ GRANULARITIES = ("channel", "auto", "tensor")
 class GranularityPlan:
     """Which op (by output tensor name) gets which weight granularity, and why."""
 
+    granularity: str = "auto"
+    max_error_ratio: float = MAX_ERROR_RATIO
     per_tensor: list[str] = field(default_factory=list)
     per_channel: list[str] = field(default_factory=list)
     error_ratio: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"per_tensor_layers": len(self.per_tensor),
+        return {"granularity": self.granularity,
+                "per_tensor_layers": len(self.per_tensor),
                 "per_channel_layers": len(self.per_channel),
-                "max_error_ratio": MAX_ERROR_RATIO,
+                "max_error_ratio": self.max_error_ratio,
                 "error_ratio": {k: round(v, 3) for k, v in self.error_ratio.items()}}
 
 
@@ -81,7 +85,7 @@ def plan(float_tflite: bytes, granularity: str = "auto",
         OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))  # every op listed, none delegated
     interpreter.allocate_tensors()
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
-    result = GranularityPlan()
+    result = GranularityPlan(granularity, max_error_ratio)
     for op in interpreter._get_ops_details():  # noqa: SLF001 (the public API has no op list)
         if op["op_name"] not in PER_TENSOR_OPS:
             continue

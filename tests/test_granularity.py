@@ -108,10 +108,12 @@ def test_fold_batchnorm_keeps_the_function_and_moves_the_scale_into_the_kernel(t
     x = keras.layers.BatchNormalization(name="bn")(x)
     x = keras.layers.DepthwiseConv2D(3, name="dw")(keras.layers.ReLU()(x))
     x = keras.layers.BatchNormalization(name="dw_bn")(x)  # after depthwise: not folded
+    x = keras.layers.Conv2D(8, 1, activation="relu", name="conv_relu")(x)
+    x = keras.layers.BatchNormalization(name="relu_bn")(x)  # after an activation: not folded
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
     rng = np.random.default_rng(0)
-    for name in ("bn", "dw_bn"):
+    for name in ("bn", "dw_bn", "relu_bn"):
         layer = model.get_layer(name)
         layer.set_weights([rng.uniform(0.5, 3, 8).astype(np.float32),
                            rng.normal(size=8).astype(np.float32),
@@ -123,6 +125,9 @@ def test_fold_batchnorm_keeps_the_function_and_moves_the_scale_into_the_kernel(t
                                model.predict(images, verbose=0), atol=1e-4)
     assert folded.get_layer("conv").use_bias and not folded.get_layer("bn").trainable
     assert folded.get_layer("dw_bn").trainable  # only BatchNorm after Conv2D/Dense folds
+    assert folded.get_layer("relu_bn").trainable
+    np.testing.assert_array_equal(folded.get_layer("conv_relu").kernel.numpy(),
+                                  model.get_layer("conv_relu").kernel.numpy())
     gamma, _, _, var = model.get_layer("bn").get_weights()
     np.testing.assert_allclose(
         folded.get_layer("conv").kernel.numpy(),
