@@ -35,7 +35,7 @@ from fmnist_edge.train.trainer import predict_logits  # noqa: E402
 _KEYS = {"prune_epochs": int, "qat_epochs": int, "lr": float, "temperature": float,
          "sparsity": float, "online": int, "freeze_bn": int,
          "keep_ends": int, "allocation": str, "ptq": int, "fold_bn": int,
-         "granularity": str}
+         "granularity": str, "optimizer": str}
 
 
 def parse_setting(text: str) -> dict:
@@ -58,6 +58,7 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
     # online=1: the teacher labels each augmented batch on the fly (the run's augmentation).
     online = bool(setting.get("online", 0))
     tune = dict(lr=setting.get("lr", defaults.lr), batch_size=defaults.batch_size,
+                optimizer=setting.get("optimizer", defaults.optimizer),
                 augment=augment if online else None, seed=defaults.seed, label_smoothing=0.0,
                 temperature=temperature, report=report,
                 teacher=keras.models.load_model(model_path, compile=False) if online else None)

@@ -22,6 +22,7 @@ from fmnist_edge.train.schedules import WarmupCosine
 log = logging.getLogger(__name__)
 
 PRUNABLE = (keras.layers.Conv2D, keras.layers.Dense)
+OPTIMIZERS = ("adam", "sgd")
 _FOLDED_BY_CONV = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
@@ -50,8 +51,13 @@ def fine_tune(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, epo
               lr: float, batch_size: int, augment: AugmentConfig | None, seed: int,
               label_smoothing: float = 0.0, temperature: float = 1.0,
               teacher: keras.Model | None = None, callbacks=(), val=None,
-              verbose: int = 0) -> dict[str, list[float]]:
-    """Fine-tune ``model`` on ``uint8[N, 28, 28]`` images (Adam, cosine-decayed ``lr``).
+              optimizer: str = "adam", verbose: int = 0) -> dict[str, list[float]]:
+    """Fine-tune ``model`` on ``uint8[N, 28, 28]`` images with ``optimizer`` (``adam``, or
+    ``sgd``: SGD with Nesterov momentum 0.9) at a cosine-decayed ``lr``. Adam scales every
+    step to about ``lr`` whatever the gradient's size, so it also moves weights whose
+    gradient is only noise; SGD moves them in proportion to the gradient, which near the
+    float model's solution (distillation) is small (Wilson et al. 2017, "The Marginal Value
+    of Adaptive Gradient Methods in Machine Learning", arXiv:1705.08292).
 
     ``labels`` are integer classes ``[N]`` or soft targets ``float32[N, 10]``. With soft
     targets made at ``temperature`` T (``softmax(teacher_logits / T)``), the loss is the
@@ -70,8 +76,12 @@ def fine_tune(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, epo
     def loss(targets, logits):
         return cross_entropy(targets, logits / temperature) * temperature ** 2
 
+    schedule = WarmupCosine(lr, epochs * steps, 0, lr / 100)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
     model.compile(
-        optimizer=keras.optimizers.Adam(WarmupCosine(lr, epochs * steps, 0, lr / 100)),
+        optimizer=(keras.optimizers.Adam(schedule) if optimizer == "adam" else
+                   keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)),
         loss=cross_entropy if temperature == 1.0 else loss,
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     ds = make_dataset(images, labels, batch_size=batch_size, training=True, augment=augment,
@@ -227,7 +237,8 @@ def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, l
           batch_size: int, augment, seed: int, label_smoothing: float,
           report: CompressionReport, temperature: float = 1.0,
           teacher: keras.Model | None = None, keep_dense: tuple[str, ...] = (),
-          allocation: str = "uniform", verbose: int = 0) -> keras.Model:
+          allocation: str = "uniform", optimizer: str = "adam",
+          verbose: int = 0) -> keras.Model:
     """Magnitude-prune the Conv2D/Dense kernels to ``sparsity`` overall while fine-tuning.
 
     The ``keep_dense`` layers (e.g. :func:`end_layers`) stay dense and the others are pruned
@@ -279,7 +290,7 @@ def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, l
     report.history["prune"] = fine_tune(
         pruned, images, labels, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
         seed=seed, label_smoothing=label_smoothing, temperature=temperature, teacher=teacher,
-        callbacks=[sp.UpdatePruningStep()], verbose=verbose)["accuracy"]
+        callbacks=[sp.UpdatePruningStep()], optimizer=optimizer, verbose=verbose)["accuracy"]
     stripped = sp.strip_pruning(pruned)
     report.measured_sparsity = kernel_sparsity(stripped)
     return stripped
@@ -338,7 +349,8 @@ def _prune_preserve_scheme():
 def quantize_aware(model: keras.Model, images, labels, *, pruned: bool, epochs: int, lr: float,
                    batch_size: int, augment, seed: int, label_smoothing: float,
                    report: CompressionReport, temperature: float = 1.0,
-                   teacher: keras.Model | None = None, verbose: int = 0) -> keras.Model:
+                   teacher: keras.Model | None = None, optimizer: str = "adam",
+                   verbose: int = 0) -> keras.Model:
     """Quantization-aware training: pruning-preserving for pruned models, default 8-bit
     otherwise. Layers the scheme cannot quantize (Normalization, Resizing, ...) stay float
     and are listed in ``report.float_layers``.
@@ -361,5 +373,5 @@ def quantize_aware(model: keras.Model, images, labels, *, pruned: bool, epochs: 
         report.history["qat"] = fine_tune(
             qat, images, labels, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
             seed=seed, label_smoothing=label_smoothing, temperature=temperature,
-            teacher=teacher, verbose=verbose)["accuracy"]
+            teacher=teacher, optimizer=optimizer, verbose=verbose)["accuracy"]
     return qat

@@ -36,6 +36,8 @@ class ExportConfig:
             (benchmarks/results/experiments/prune_agreement_mobilenetv2_fold_bn.json).
         qat_epochs: quantization-aware fine-tuning epochs (0 skips QAT: post-training only).
         lr: fine-tuning learning rate (cosine-decayed).
+        optimizer: fine-tuning optimizer, ``adam`` or ``sgd`` (Nesterov momentum 0.9); see
+            ``compress.fine_tune``.
         distill: fine-tune towards the float model's probabilities (knowledge distillation,
             Hinton et al. 2015, arXiv:1503.02531) instead of the labels, so the compressed
             model keeps the float model's predictions, not just its accuracy; the student
@@ -73,6 +75,7 @@ class ExportConfig:
     fold_batchnorm: bool = True
     qat_epochs: int = 2
     lr: float = 3e-4
+    optimizer: str = "adam"
     distill: bool = True
     distill_temperature: float = 1.0
     batch_size: int = 128
@@ -97,6 +100,7 @@ class ExportConfig:
             (self.sparsity_allocation in ("uniform", "erk"),
              "sparsity_allocation must be uniform or erk"),
             (self.int8_io in ("int8", "uint8"), "int8_io must be int8 or uint8"),
+            (self.optimizer in ("adam", "sgd"), "optimizer must be adam or sgd"),
             (self.weight_granularity in GRANULARITIES,
              f"weight_granularity must be one of {', '.join(GRANULARITIES)}"),
             (self.weight_granularity == "channel" or self.int8_io == "int8",

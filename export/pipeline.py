@@ -205,7 +205,8 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
         tune = dict(lr=config.lr, batch_size=config.batch_size,
                     augment=None if config.distill else augment, seed=config.seed,
                     label_smoothing=0.0 if config.distill else smoothing,
-                    temperature=temperature, report=comp, verbose=verbose)
+                    temperature=temperature, report=comp, optimizer=config.optimizer,
+                    verbose=verbose)
         if config.sparsity > 0:
             log.info("pruning to %.0f%% sparsity, %d epochs on %d images",
                      100 * config.sparsity, config.prune_epochs, len(x_tr))

@@ -259,6 +259,8 @@ def export(
              "the weights the int8 model uses.")] = True,
     qat_epochs: Annotated[int, typer.Option()] = 2,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 3e-4,
+    optimizer: Annotated[str, typer.Option(
+        help="Fine-tuning optimizer: adam, or sgd (Nesterov momentum 0.9).")] = "adam",
     distill: Annotated[bool, typer.Option(
         "--distill/--no-distill",
         help="Fine-tune towards the float model's probabilities (knowledge distillation).")
@@ -307,7 +309,7 @@ def export(
             formats=tuple(dict.fromkeys(chosen)), sparsity=sparsity, prune_epochs=prune_epochs,
             keep_ends_dense=keep_ends_dense, sparsity_allocation=sparsity_allocation,
             fold_batchnorm=fold_batchnorm,
-            qat_epochs=qat_epochs, lr=lr, distill=distill,
+            qat_epochs=qat_epochs, lr=lr, optimizer=optimizer, distill=distill,
             distill_temperature=distill_temperature, batch_size=batch_size,
             calibration_samples=calibration_samples, int8_io=int8_io,
             weight_granularity=weight_granularity,

@@ -352,3 +352,18 @@ def test_sparse_encoding_shrinks_a_very_sparse_int8_model_and_keeps_its_outputs(
     assert files[True].stat().st_size < 0.6 * files[False].stat().st_size
     np.testing.assert_array_equal(LiteRTRuntime(files[True]).logits(images),
                                   LiteRTRuntime(files[False]).logits(images))
+
+
+def test_fine_tune_optimizers(test_split):
+    from fmnist_edge.export import compress
+    from fmnist_edge.train.architectures import build
+
+    images, labels = test_split
+    for name in compress.OPTIMIZERS:
+        history = compress.fine_tune(build("mlp"), images[:64], labels[:64], epochs=1,
+                                     lr=1e-3, batch_size=32, augment=None, seed=0,
+                                     optimizer=name)
+        assert len(history["loss"]) == 1
+    with pytest.raises(ValueError, match="optimizer"):
+        compress.fine_tune(build("mlp"), images[:64], labels[:64], epochs=1, lr=1e-3,
+                           batch_size=32, augment=None, seed=0, optimizer="rmsprop")
