@@ -258,7 +258,7 @@ def export(
         help="Fold BatchNorm into the preceding Conv2D/Dense before pruning, so pruning ranks "
              "the weights the int8 model uses.")] = True,
     qat_epochs: Annotated[int, typer.Option()] = 2,
-    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 3e-4,
+    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 1e-4,
     optimizer: Annotated[str, typer.Option(
         help="Fine-tuning optimizer: adam, or sgd (Nesterov momentum 0.9).")] = "adam",
     distill: Annotated[bool, typer.Option(
