@@ -217,12 +217,14 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
                                   epochs=config.prune_epochs, keep_dense=keep,
                                   allocation=config.sparsity_allocation, **tune)
         float_compressed = work
+        # its float TFLite: gzip size of the pruned model and input of post-training int8
+        compressed_tflite = convert.to_tflite(work, "fp32")
         if config.sparsity > 0:
             # What pruning alone costs in predictions (the int8 agreement then splits into a
             # pruning and a quantization part) and buys in transport: gzip of the pruned vs
             # the unpruned float model, both as TFLite fp32.
             pruned_logits = predict_logits(work, x_test)
-            pruned_gzip = len(gzip.compress(convert.to_tflite(work, "fp32"), 9))
+            pruned_gzip = len(gzip.compress(compressed_tflite, 9))
             dense_gzip = len(gzip.compress(convert.to_tflite(reference, "fp32"), 9))
             notes["sparsity"] = {"pruned_fp32_tflite_gzip_bytes": pruned_gzip,
                                  "dense_fp32_tflite_gzip_bytes": dense_gzip,
@@ -236,8 +238,8 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
         for name in ("tflite-int8", "onnx-int8"):
             if name in config.formats:
                 log.info("converting %s (QAT and post-training; best on validation)", name)
-                makers, plan = _int8_makers(name, qat, float_compressed, calibration,
-                                            config, base_card)
+                makers, plan = _int8_makers(name, qat, float_compressed, compressed_tflite,
+                                            calibration, config, base_card)
                 files[name], notes[name] = _best_int8(stage, name, makers, x_val, y_val,
                                                       ref_val)
                 if plan is not None and notes[name]["method"] == "ptq":
@@ -309,8 +311,8 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
     return result
 
 
-def _int8_makers(name: str, qat, float_compressed, calibration: np.ndarray,
-                 config: ExportConfig, card: dict[str, Any]
+def _int8_makers(name: str, qat, float_compressed, compressed_tflite: bytes,
+                 calibration: np.ndarray, config: ExportConfig, card: dict[str, Any]
                  ) -> tuple[dict[str, Callable[[Path], bytes]], Any]:
     """The ways to make one int8 artifact, each a function ``work_dir -> file bytes``, and
     the post-training TFLite's weight granularity plan (None when it is all per-channel).
@@ -320,7 +322,8 @@ def _int8_makers(name: str, qat, float_compressed, calibration: np.ndarray,
     stripped (the weights QAT trained) quantized by onnxruntime ``quantize_static``.
     ``ptq``: post-training full-integer quantization of the compressed float model (TFLite:
     the converter with a representative dataset for ``weight_granularity`` ``channel``,
-    else ai-edge-quantizer with per-layer granularity, :mod:`export.granularity`; ONNX:
+    else ai-edge-quantizer on ``compressed_tflite``, the fp32 TFLite flatbuffer of
+    ``float_compressed``, with per-layer granularity, :mod:`export.granularity`; ONNX:
     ``quantize_static``), calibrated on ``calibration`` (TFLite post-training quantization
     guide; onnxruntime "Quantize ONNX models"). Without QAT (``qat`` is None) only ``ptq``.
     """
@@ -341,10 +344,9 @@ def _int8_makers(name: str, qat, float_compressed, calibration: np.ndarray,
     if name == "tflite-int8":
         makers = {"qat": tflite(qat, "qat"), "ptq": tflite(float_compressed, "ptq")}
         if config.weight_granularity != "channel":
-            float_blob = convert.to_tflite(float_compressed, "fp32")
-            plan = granularity.plan(float_blob, config.weight_granularity)
+            plan = granularity.plan(compressed_tflite, config.weight_granularity)
             makers["ptq"] = lambda work: convert.add_tflite_metadata(
-                granularity.quantize_int8(float_blob, calibration, plan),
+                granularity.quantize_int8(compressed_tflite, calibration, plan),
                 {**card, "format": name, "method": "ptq"})
     else:
         makers = {"qat": onnx(lambda: convert.strip_qdq(convert.to_onnx(qat)), "qat"),
