@@ -35,7 +35,7 @@ from fmnist_edge.train.trainer import predict_logits  # noqa: E402
 _KEYS = {"prune_epochs": int, "qat_epochs": int, "lr": float, "temperature": float,
          "sparsity": float, "online": int, "freeze_bn": int,
          "keep_ends": int, "allocation": str, "ptq": int, "fold_bn": int,
-         "granularity": str, "optimizer": str}
+         "granularity": str, "optimizer": str, "calibration": str}
 
 
 def parse_setting(text: str) -> dict:
@@ -85,8 +85,12 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
     result = {"setting": setting, "pruned_float": score(pruned_val),
               "measured_sparsity": report.measured_sparsity}
     if setting.get("ptq"):
-        result["ptq_tflite_int8"] = _score_ptq(work, x_tr, x_val, y_val, ref_val, defaults,
-                                               pruned_val, setting.get("granularity", "channel"))
+        # calibration=minmax+moving_average: each method on the same pruned model
+        methods = setting.get("calibration", defaults.calibration_method).split("+")
+        for method in methods:
+            key = "ptq_tflite_int8" + (f"_{method}" if len(methods) > 1 else "")
+            result[key] = _score_ptq(work, x_tr, x_val, y_val, ref_val, defaults, pruned_val,
+                                     setting.get("granularity", "channel"), method)
     qat_epochs = setting.get("qat_epochs", 0)
     if qat_epochs:
         qat = compress.quantize_aware(work, x_tr, targets, pruned=sparsity > 0,
@@ -97,12 +101,14 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
 
 
 def _score_ptq(model, x_tr, x_val, y_val, ref_val, defaults: ExportConfig,
-               pruned_val=None, weight_granularity: str = "channel") -> dict:
+               pruned_val=None, weight_granularity: str = "channel",
+               calibration_method: str = "minmax") -> dict:
     """Post-training int8 TFLite of ``model`` (calibration drawn as the export draws it),
     scored on validation with LiteRT: agreement with the float model, top-1, and agreement
     with ``model`` itself (``pruned_val``: its top-1 classes; what quantization alone changes).
     ``weight_granularity`` ``channel``: the TFLite converter; else ai-edge-quantizer with
-    that per-layer granularity (``export.granularity``), as the export makes them.
+    that per-layer granularity (``export.granularity``) and ``calibration_method``, as the
+    export makes them.
     """
     import tempfile
 
@@ -122,7 +128,8 @@ def _score_ptq(model, x_tr, x_val, y_val, ref_val, defaults: ExportConfig,
 
             blob = convert.to_tflite(model, "fp32")
             path.write_bytes(granularity.quantize_int8(
-                blob, calibration, granularity.plan(blob, weight_granularity)))
+                blob, calibration, granularity.plan(blob, weight_granularity),
+                calibration_method))
         top1 = load(path).logits(x_val).argmax(1)
     scores = {"val_agreement": float((top1 == ref_val).mean()),
               "val_top1": float((top1 == y_val).mean())}

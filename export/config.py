@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from fmnist_edge.export.granularity import GRANULARITIES
+from fmnist_edge.export.granularity import CALIBRATION_METHODS, GRANULARITIES
 from fmnist_edge.formats import FORMATS, INT8_SET
 from fmnist_edge.train.config import validate
 
@@ -61,6 +61,11 @@ class ExportConfig:
             ``tensor`` need int8 I/O. On MobileNetV2, ``auto`` made the int8 TFLite 28.6 % of
             fp32 instead of 30.5 % at the same validation agreement
             (benchmarks/results/experiments/weight_granularity_mobilenetv2.json).
+        calibration_method: how ai-edge-quantizer accumulates activation ranges over the
+            representative dataset when ``weight_granularity`` is not ``channel``: ``minmax``
+            (global min and max, as the TFLite converter and onnxruntime calibrate) or
+            ``moving_average`` (its default moving average of per-image ranges); see
+            ``export.granularity.CALIBRATION_METHODS``.
         max_accuracy_drop: gate: the largest test top-1 loss of an int8 artifact against the
             float Keras model, in percentage points.
         float_atol: gate: the largest |logit| difference of a float32 artifact vs Keras,
@@ -86,6 +91,7 @@ class ExportConfig:
     calibration_samples: int = 500
     int8_io: str = "int8"
     weight_granularity: str = "auto"
+    calibration_method: str = "minmax"
     max_accuracy_drop: float = 0.5
     float_atol: float = 1e-4
     train_limit: int = 0
@@ -109,6 +115,8 @@ class ExportConfig:
              f"weight_granularity must be one of {', '.join(GRANULARITIES)}"),
             (self.weight_granularity == "channel" or self.int8_io == "int8",
              "uint8 I/O needs --weight-granularity channel (the TFLite converter)"),
+            (self.calibration_method in CALIBRATION_METHODS,
+             f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}"),
             (self.calibration_samples >= 1, "calibration_samples must be >= 1"),
             (self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0"),
             (self.distill_temperature > 0, "distill_temperature must be > 0"),

@@ -30,6 +30,12 @@ PER_TENSOR_OPS = ("CONV_2D", "FULLY_CONNECTED")
 
 GRANULARITIES = ("channel", "auto", "tensor")
 
+#: How activation ranges accumulate over the calibration images: ``minmax``, the smallest
+#: min and largest max seen (what the TFLite converter and onnxruntime's ``MinMax``
+#: calibrator do), or ``moving_average``, ai-edge-quantizer's default exponential moving
+#: average of each image's min and max (smoothing 0.95, ``ai_edge_quantizer.utils.qsv_utils``).
+CALIBRATION_METHODS = ("minmax", "moving_average")
+
 
 @dataclass
 class GranularityPlan:
@@ -99,20 +105,27 @@ def plan(float_tflite: bytes, granularity: str = "auto",
 
 
 def quantize_int8(float_tflite: bytes, calibration: np.ndarray,
-                  layer_plan: GranularityPlan) -> bytes:
+                  layer_plan: GranularityPlan, calibration_method: str = "minmax") -> bytes:
     """Full-integer (int8 weights and activations, int8 I/O) TFLite of ``float_tflite`` with
     ai-edge-quantizer's static min-max recipe: per-channel weights except the ops listed in
     ``layer_plan.per_tensor``; activation ranges calibrated on ``calibration``
     (``uint8[M, 28, 28]`` training images, fed as the model's ``float32[1, 28, 28, 1]``
-    pixels 0-255).
+    pixels 0-255) with ``calibration_method`` (one of :data:`CALIBRATION_METHODS`).
 
     Returns:
         The flatbuffer bytes.
+
+    Raises:
+        ValueError: unknown ``calibration_method``.
     """
     import re
 
-    from ai_edge_quantizer import qtyping, quantizer
+    from ai_edge_quantizer import calibrator, qtyping, quantizer, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
 
+    if calibration_method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}, "
+                         f"not {calibration_method!r}")
     ops = qtyping.TFLOperationName
     q = quantizer.Quantizer(bytearray(float_tflite))
     q.add_static_config(".*", ops.ALL_SUPPORTED, 8, 8)
@@ -125,7 +138,15 @@ def quantize_int8(float_tflite: bytes, calibration: np.ndarray,
     (signature, spec), = _signatures(float_tflite).items()
     (input_name,) = spec["inputs"]
     samples = [{input_name: image[None, ..., None].astype(np.float32)} for image in calibration]
-    ranges = q.calibrate({signature: samples})
+    if calibration_method == "moving_average":
+        ranges = q.calibrate({signature: samples})
+    else:  # Quantizer.calibrate takes no update rule; its Calibrator does
+        recipe = recipe_manager.RecipeManager()
+        recipe.load_quantization_recipe(q.get_quantization_recipe())
+        calib = calibrator.Calibrator(bytearray(float_tflite),
+                                      qsv_update_func=qsv_utils.min_max_update)
+        calib.calibrate({signature: samples}, recipe)
+        ranges = calib.get_model_qsvs()
     return bytes(q.quantize(ranges, enable_progress_report=False).quantized_model)
 
 

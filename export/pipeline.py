@@ -346,7 +346,8 @@ def _int8_makers(name: str, qat, float_compressed, compressed_tflite: bytes,
         if config.weight_granularity != "channel":
             plan = granularity.plan(compressed_tflite, config.weight_granularity)
             makers["ptq"] = lambda work: convert.add_tflite_metadata(
-                granularity.quantize_int8(compressed_tflite, calibration, plan),
+                granularity.quantize_int8(compressed_tflite, calibration, plan,
+                                          config.calibration_method),
                 {**card, "format": name, "method": "ptq"})
     else:
         makers = {"qat": onnx(lambda: convert.strip_qdq(convert.to_onnx(qat)), "qat"),

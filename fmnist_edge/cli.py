@@ -275,6 +275,10 @@ def export(
         help="int8 TFLite weight scales: channel (per output channel), auto (per-tensor where "
              "that costs at most 3x the rounding error, else per-channel), or tensor "
              "(per-tensor except depthwise).")] = "auto",
+    calibration_method: Annotated[str, typer.Option(
+        help="Activation ranges of the post-training int8 TFLite (auto/tensor granularity): "
+             "minmax (global min/max over the representative dataset) or moving_average "
+             "(ai-edge-quantizer's moving average of per-image ranges).")] = "minmax",
     max_accuracy_drop: Annotated[float, typer.Option(
         help="Gate: largest int8 top-1 loss vs float, percentage points.")] = 0.5,
     train_limit: Annotated[int, typer.Option(
@@ -312,7 +316,7 @@ def export(
             qat_epochs=qat_epochs, lr=lr, optimizer=optimizer, distill=distill,
             distill_temperature=distill_temperature, batch_size=batch_size,
             calibration_samples=calibration_samples, int8_io=int8_io,
-            weight_granularity=weight_granularity,
+            weight_granularity=weight_granularity, calibration_method=calibration_method,
             max_accuracy_drop=max_accuracy_drop, train_limit=train_limit,
             latency_runs=latency_runs, seed=seed)
         project_log = logging.getLogger("fmnist_edge")
