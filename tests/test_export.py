@@ -185,6 +185,15 @@ def test_missing_run_writes_nothing(tmp_path, data_dir):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_bad_export_option_is_a_clear_error(small_run, data_dir):
+    before = sorted(p.name for p in small_run.rglob("*"))
+    result = runner.invoke(app, ["export", str(small_run), "--calibration-method", "entropy",
+                                 "--out", str(small_run / "other"), "--data-dir", str(data_dir)])
+    assert result.exit_code == 1
+    assert "calibration_method must be one of minmax, moving_average" in result.output
+    assert sorted(p.name for p in small_run.rglob("*")) == before
+
+
 def test_corrupt_model_is_a_clear_error_and_writes_nothing(small_run, tmp_path, data_dir):
     bad = tmp_path / "run"
     bad.mkdir()

@@ -98,6 +98,39 @@ def test_quantize_int8_follows_the_plan_and_keeps_predictions(mixed_model, test_
     assert agreement > 0.9
 
 
+def test_calibration_methods_set_the_activation_ranges(mixed_model, test_split):
+    """minmax: the int8 logits cover every calibration image's float logits (global min/max);
+    moving_average: a convex combination of per-image ranges, so strictly inside them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from fmnist_edge.export import granularity
+
+    _, blob = mixed_model
+    images = test_split[0][:100]
+    plan = granularity.plan(blob, "auto")
+    float_logits = Interpreter(model_content=blob)
+    runner = float_logits.get_signature_runner()
+    (name,) = runner.get_input_details()
+    logits = np.concatenate([next(iter(runner(**{name: im[None, ..., None].astype(np.float32)})
+                                       .values())) for im in images])
+
+    def output_range(method: str) -> tuple[float, float, float]:
+        int8 = Interpreter(model_content=granularity.quantize_int8(blob, images, plan, method))
+        scale, zero_point = int8.get_output_details()[0]["quantization"]
+        in_scale, in_zero = int8.get_input_details()[0]["quantization"]
+        if method == "minmax":  # pixels 0..255 over the whole set: scale 1, zero point -128
+            assert (in_scale, in_zero) == (pytest.approx(1.0, rel=1e-6), -128)
+        return scale * (-128 - zero_point), scale * (127 - zero_point), scale
+
+    low, high, step = output_range("minmax")
+    assert low <= min(logits.min(), 0) + step and high >= logits.max() - step
+    assert high - low <= (max(logits.max(), 0) - min(logits.min(), 0)) * 1.01 + step
+    ema_low, ema_high, _ = output_range("moving_average")
+    assert ema_high - ema_low < high - low
+    with pytest.raises(ValueError, match="calibration_method"):
+        granularity.quantize_int8(blob, images, plan, "entropy")
+
+
 def test_fold_batchnorm_keeps_the_function_and_moves_the_scale_into_the_kernel(test_split):
     from fmnist_edge.export.compress import fold_batchnorm
     from fmnist_edge.train.keras_shim import keras
