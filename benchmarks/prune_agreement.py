@@ -65,10 +65,8 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
                 teacher=keras.models.load_model(model_path, compile=False) if online else None)
     start = time.perf_counter()
     work = keras.models.load_model(model_path, compile=False)
-    if setting.get("freeze_bn"):  # BatchNorm in inference mode: the float model's statistics
-        for layer in work.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+    if setting.get("freeze_bn"):  # BatchNorm in inference mode during fine-tuning
+        work = compress.freeze_batchnorm(work)
     if setting.get("fold_bn"):  # prune the BatchNorm-folded kernels (what int8 multiplies)
         work = compress.fold_batchnorm(work)
     sparsity = setting.get("sparsity", defaults.sparsity)

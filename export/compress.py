@@ -126,6 +126,24 @@ def _producer(layer):
     return inbound if not isinstance(inbound, list) else (inbound[0] if inbound else None)
 
 
+def freeze_batchnorm(model: keras.Model) -> keras.Model:
+    """Keep every BatchNormalization in inference mode during fine-tuning: ``trainable =
+    False``, which in Keras 2 also freezes gamma and beta and makes the layer normalise with
+    its moving statistics, never the batch's (Keras guide "Transfer learning & fine-tuning",
+    "BatchNormalization layer"). The fine-tuned model then computes what the float model
+    computes except where pruning changed a weight. On MobileNetV2 (validation) this kept
+    99.52 % of the float model's predictions after 50 % pruning, against 99.18 % with
+    BatchNorm training, and 99.26 % after int8, against 98.96 %
+    (benchmarks/results/experiments/prune_agreement_mobilenetv2_freeze_bn.json).
+
+    Changes ``model`` in place (clones made from it keep the flag) and returns it.
+    """
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    return model
+
+
 def fold_batchnorm(model: keras.Model) -> keras.Model:
     """Fold every BatchNormalization that directly follows a Conv2D/Dense without activation
     (and is that layer's only consumer) into the layer's kernel and bias, as the TFLite

@@ -195,6 +195,8 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
     # int8 artifacts: prune (optional) + QAT, then convert.
     if any(f.quantized for f in formats):
         work = _load_keras(model_path)  # pruning mutates the layers it wraps
+        if config.freeze_batchnorm:
+            work = compress.freeze_batchnorm(work)
         temperature = config.distill_temperature if config.distill else 1.0
         if config.distill:  # targets: the float model's probabilities on the same images
             targets = softmax(predict_logits(reference, x_tr) / temperature)

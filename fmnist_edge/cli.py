@@ -257,6 +257,10 @@ def export(
         "--fold-batchnorm/--no-fold-batchnorm",
         help="Fold BatchNorm into the preceding Conv2D/Dense before pruning, so pruning ranks "
              "the weights the int8 model uses.")] = True,
+    freeze_batchnorm: Annotated[bool, typer.Option(
+        "--freeze-batchnorm/--no-freeze-batchnorm",
+        help="Fine-tune with BatchNorm in inference mode (its moving statistics, frozen "
+             "gamma and beta).")] = True,
     qat_epochs: Annotated[int, typer.Option()] = 2,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 1e-4,
     optimizer: Annotated[str, typer.Option(
@@ -312,7 +316,7 @@ def export(
         config = ExportConfig(
             formats=tuple(dict.fromkeys(chosen)), sparsity=sparsity, prune_epochs=prune_epochs,
             keep_ends_dense=keep_ends_dense, sparsity_allocation=sparsity_allocation,
-            fold_batchnorm=fold_batchnorm,
+            fold_batchnorm=fold_batchnorm, freeze_batchnorm=freeze_batchnorm,
             qat_epochs=qat_epochs, lr=lr, optimizer=optimizer, distill=distill,
             distill_temperature=distill_temperature, batch_size=batch_size,
             calibration_samples=calibration_samples, int8_io=int8_io,
