@@ -376,3 +376,31 @@ def test_fine_tune_optimizers(test_split):
     with pytest.raises(ValueError, match="optimizer"):
         compress.fine_tune(build("mlp"), images[:64], labels[:64], epochs=1, lr=1e-3,
                            batch_size=32, augment=None, seed=0, optimizer="rmsprop")
+
+
+def test_frozen_batchnorm_keeps_its_statistics_through_fine_tuning(test_split):
+    from fmnist_edge.export import compress
+    from fmnist_edge.train.keras_shim import keras
+
+    images, labels = test_split
+
+    def build():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((28, 28, 1))
+        x = keras.layers.Conv2D(8, 3, strides=2)(inputs / 255.0)
+        x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn")(x))
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(10)(x))
+
+    moved = {}
+    for freeze in (False, True):
+        model = build()
+        before = model.get_layer("bn").get_weights()
+        if freeze:
+            assert compress.freeze_batchnorm(model) is model
+        compress.fine_tune(model, images[:128], labels[:128], epochs=1, lr=1e-3,
+                           batch_size=64, augment=None, seed=0)
+        after = model.get_layer("bn").get_weights()
+        moved[freeze] = [not np.array_equal(a, b) for a, b in zip(before, after)]
+    # training mode moves gamma, beta, the moving mean and variance; frozen, none of them
+    assert moved == {False: [True] * 4, True: [False] * 4}
