@@ -34,10 +34,11 @@ class ExportConfig:
             scale the BatchNorm undoes. On MobileNetV2 it raised the validation agreement of
             the pruned float model with the float model from 98.42 % to 98.84 %
             (benchmarks/results/experiments/prune_agreement_mobilenetv2_fold_bn.json).
-        freeze_batchnorm: fine-tune (pruning and QAT) with every BatchNorm in inference mode
-            (``compress.freeze_batchnorm``). On MobileNetV2 (validation, folded, lr 1e-4) the
-            pruned float model kept 99.52 % agreement instead of 99.18 %, its post-training
-            int8 TFLite 99.26 % instead of 98.96 %
+        freeze_batchnorm: set every BatchNorm non-trainable, i.e. in inference mode, before
+            pruning and QAT fine-tune the model (``compress.freeze_batchnorm``). On
+            MobileNetV2 (validation, folded, lr 1e-4) the pruned float model kept 99.52 %
+            agreement instead of 99.18 %, its post-training int8 TFLite 99.26 % instead of
+            98.96 %
             (benchmarks/results/experiments/prune_agreement_mobilenetv2_freeze_bn.json).
         qat_epochs: quantization-aware fine-tuning epochs (0 skips QAT: post-training only).
         lr: fine-tuning learning rate (cosine-decayed). Fine-tuning moves the model's
