@@ -8,8 +8,7 @@ with ``ptq=1``, of the post-training full-integer TFLite of the pruned float mod
         --setting prune_epochs=2,lr=1e-4,temperature=1 \\
         --setting prune_epochs=4,lr=3e-4,temperature=4,qat_epochs=2 \\
         --setting sparsity=0,ptq=1          # what int8 PTQ alone costs
-        --out benchmarks/results/experiments/prune_agreement_cnn.json \\
-        --save-models /tmp/pruned    # keep each setting's pruned float model (.keras)
+        --out benchmarks/results/experiments/prune_agreement_cnn.json
 
 Settings not given take the ExportConfig defaults (sparsity, batch size, seed). Results are
 written after every setting, so a long sweep keeps what it finished.
@@ -51,7 +50,7 @@ def parse_setting(text: str) -> dict:
 
 
 def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, teacher_logits,
-                defaults: ExportConfig, augment=None, save_as: Path | None = None) -> dict:
+                defaults: ExportConfig, augment=None) -> dict:
     temperature = setting.get("temperature", defaults.distill_temperature)
     targets = softmax(teacher_logits / temperature)
     keras.utils.set_random_seed(defaults.seed)
@@ -80,8 +79,6 @@ def run_setting(model_path: Path, setting: dict, x_tr, x_val, y_val, ref_val, te
         return {"val_agreement": float((top1 == ref_val).mean()),
                 "val_top1": float((top1 == y_val).mean())}
 
-    if save_as is not None:
-        atomic.write_with(save_as, work.save)
     pruned_val = predict_logits(work, x_val).argmax(1)
     result = {"setting": setting, "pruned_float": score(pruned_val),
               "measured_sparsity": report.measured_sparsity}
@@ -113,13 +110,10 @@ def _score_ptq(model, x_tr, x_val, y_val, ref_val, defaults: ExportConfig,
     """
     import tempfile
 
-    import numpy as np
-
     from fmnist_edge.export import convert
     from fmnist_edge.runtime import load
 
-    rng = np.random.default_rng(defaults.seed)
-    calibration = x_tr[rng.choice(len(x_tr), defaults.calibration_samples, replace=False)]
+    calibration = defaults.calibration_images(x_tr)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ptq.tflite"
         if weight_granularity == "channel":
@@ -145,8 +139,6 @@ def main() -> None:
     parser.add_argument("--setting", action="append", required=True, type=parse_setting)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--save-models", type=Path, default=None,
-                        help="folder for each setting's pruned float model, <setting>.keras")
     args = parser.parse_args()
 
     model_path = runs.resolve_model(args.run)
@@ -165,14 +157,8 @@ def main() -> None:
            "results": [], "provenance": provenance()}
     for setting in args.setting:
         print(f"setting {setting}", flush=True)
-        save_as = None
-        if args.save_models:
-            args.save_models.mkdir(parents=True, exist_ok=True)
-            name = ",".join(f"{k}={v}" for k, v in setting.items()) or "defaults"
-            save_as = args.save_models / f"{name}.keras"
         out["results"].append(run_setting(model_path, setting, x_tr, x_val, y_val, ref_val,
-                                          teacher_logits, ExportConfig(), train_cfg.augment,
-                                          save_as))
+                                          teacher_logits, ExportConfig(), train_cfg.augment))
         print(out["results"][-1], flush=True)
         atomic.write_json(args.out, out)
 

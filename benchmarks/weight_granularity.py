@@ -20,8 +20,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import numpy as np  # noqa: E402
-
 from fmnist_edge import atomic, data, runs  # noqa: E402
 from fmnist_edge.export import granularity  # noqa: E402
 from fmnist_edge.export.config import ExportConfig  # noqa: E402
@@ -46,8 +44,7 @@ def main() -> None:
     train_idx, val_idx = data.stratified_split(y, train_defaults.val_size,
                                                seed=train_defaults.seed)
     x_tr, x_val, y_val = x[train_idx], x[val_idx], y[val_idx]
-    rng = np.random.default_rng(defaults.seed)
-    calibration = x_tr[rng.choice(len(x_tr), defaults.calibration_samples, replace=False)]
+    calibration = defaults.calibration_images(x_tr)
     blob = args.float_tflite.read_bytes()
     reference = load(args.float_tflite).logits(x_val).argmax(1)
     out = {"float_model": str(args.float_tflite), "float_bytes": len(blob),

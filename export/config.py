@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
+
 from fmnist_edge.export.granularity import CALIBRATION_METHODS, GRANULARITIES
 from fmnist_edge.formats import FORMATS, INT8_SET
 from fmnist_edge.train.config import validate
@@ -133,6 +135,17 @@ class ExportConfig:
             (self.distill_temperature > 0, "distill_temperature must be > 0"),
         ]
         validate(checks)
+
+    def calibration_images(self, train_images: np.ndarray) -> np.ndarray:
+        """The representative dataset: ``calibration_samples`` images (all, if fewer) drawn
+        without replacement from ``uint8[N, 28, 28]`` fine-tuning images with ``seed``.
+
+        Returns:
+            ``uint8[M, 28, 28]``, M = min(calibration_samples, N).
+        """
+        rng = np.random.default_rng(self.seed)
+        count = min(self.calibration_samples, len(train_images))
+        return train_images[rng.choice(len(train_images), count, replace=False)]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

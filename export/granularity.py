@@ -138,15 +138,14 @@ def quantize_int8(float_tflite: bytes, calibration: np.ndarray,
     (signature, spec), = _signatures(float_tflite).items()
     (input_name,) = spec["inputs"]
     samples = [{input_name: image[None, ..., None].astype(np.float32)} for image in calibration]
-    if calibration_method == "moving_average":
-        ranges = q.calibrate({signature: samples})
-    else:  # Quantizer.calibrate takes no update rule; its Calibrator does
-        recipe = recipe_manager.RecipeManager()
-        recipe.load_quantization_recipe(q.get_quantization_recipe())
-        calib = calibrator.Calibrator(bytearray(float_tflite),
-                                      qsv_update_func=qsv_utils.min_max_update)
-        calib.calibrate({signature: samples}, recipe)
-        ranges = calib.get_model_qsvs()
+    # Quantizer.calibrate always uses the moving average; its Calibrator takes the rule.
+    update = {"minmax": qsv_utils.min_max_update,
+              "moving_average": qsv_utils.moving_average_update}[calibration_method]
+    recipe = recipe_manager.RecipeManager()
+    recipe.load_quantization_recipe(q.get_quantization_recipe())
+    calib = calibrator.Calibrator(bytearray(float_tflite), qsv_update_func=update)
+    calib.calibrate({signature: samples}, recipe)
+    ranges = calib.get_model_qsvs()
     return bytes(q.quantize(ranges, enable_progress_report=False).quantized_model)
 
 

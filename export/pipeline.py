@@ -128,9 +128,7 @@ def export_run(source: str | Path | None, config: ExportConfig, *,
         _, keep = data.stratified_split(y[train_idx], config.train_limit, seed=config.seed)
         train_idx = train_idx[keep]
     x_tr, y_tr, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
-    rng = np.random.default_rng(config.seed)
-    calibration = x_tr[rng.choice(len(x_tr), min(config.calibration_samples, len(x_tr)),
-                                  replace=False)]
+    calibration = config.calibration_images(x_tr)
     keras.utils.set_random_seed(config.seed)
 
     with atomic.staged_dir(out) as stage:
