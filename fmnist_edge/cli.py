@@ -70,6 +70,11 @@ def train(
     class_split: Annotated[bool | None, typer.Option(
         "--class-split/--no-class-split",
         help="Two-stage recipe: classes 0-4, then a new head on 5-9.")] = None,
+    photo_augment: Annotated[float | None, typer.Option(
+        help="Fraction of each batch taken from training images rendered as phone photos "
+             "and converted as predict does (0: off).")] = None,
+    photo_pool_size: Annotated[int | None, typer.Option(
+        help="Training images rendered into the photo pool (cached on disk).")] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue an interrupted run folder.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
@@ -101,7 +106,8 @@ def train(
                 seed=seed, shift_px=shift_px, flip=flip, rotation_deg=rotation_deg, zoom=zoom,
                 shear_deg=shear_deg, erasing_prob=erasing_prob, input_size=input_size,
                 weights=weights, dropout=dropout, distribute=distribute,
-                mixed_precision=mixed_precision, class_split=class_split)
+                mixed_precision=mixed_precision, class_split=class_split,
+                photo_augment=photo_augment, photo_pool_size=photo_pool_size)
             result = trainer.train(config, data_dir=data_dir, runs_dir=runs_dir,
                                    verbose=verbose)
     except trainer.TrainingInterrupted as exc:
@@ -116,23 +122,47 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="Run folder or model file "
-                                          "(.keras, .tflite, .onnx).")],
+    model: Annotated[Path | None, typer.Argument(
+        help="Run folder or model file (.keras, .tflite, .onnx); default: the model shipped "
+             "in the package.")] = None,
+    photos: Annotated[Path | None, typer.Option(
+        help="Evaluate on this folder of labelled real photos (manifest.tsv, or sub-folders "
+             "<index>_<label>) through predict's conversion, instead of the test set.")] = None,
+    montage: Annotated[Path | None, typer.Option(
+        help="With --photos: write a PNG montage (photo, what the model saw, prediction).")
+    ] = None,
+    segment: Annotated[str | None, typer.Option(
+        help="With --photos: foreground method grabcut, trim or none (as predict).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Top-1 accuracy, per-class precision/recall and confusion matrix on the test set."""
+    """Top-1 accuracy, per-class precision/recall and confusion matrix on the test set, or
+    per class and per kind on a folder of real photos (--photos)."""
     from fmnist_edge.data import DataError
     from fmnist_edge.evaluate import evaluate_model
-    from fmnist_edge.runs import RunError
-    from fmnist_edge.runtime import ModelFileError
+    from fmnist_edge.photo_eval import PhotoSetError, evaluate_photos
+    from fmnist_edge.predict import default_model
+    from fmnist_edge.runs import RunError, resolve_model
+    from fmnist_edge.runtime import ModelFileError, load
 
+    if photos is None and (montage is not None or segment is not None):
+        _fail("--montage and --segment apply to --photos DIR only")
     try:
-        report = evaluate_model(model, data_dir=data_dir)
-    except (DataError, RunError, ModelFileError, ImportError) as exc:
+        model_path = resolve_model(model) if model is not None else default_model()
+        if photos is not None:
+            report = {"model": str(model_path),
+                      **evaluate_photos(photos, load(model_path), segment=segment,
+                                        montage=montage)}
+        else:
+            report = evaluate_model(model_path, data_dir=data_dir)
+    except (DataError, RunError, ModelFileError, PhotoSetError, FileNotFoundError,
+            ImportError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
+        return
+    if photos is not None:
+        _print_photo_report(report)
         return
     typer.echo(f"{report['model']}: test top-1 {report['top1_accuracy']:.2%} "
                f"on {report['num_images']} images, loss {report['loss']:.4f}")
@@ -140,9 +170,24 @@ def evaluate(
     for row in report["per_class"]:
         typer.echo(f"{row['class']:<12} {row['precision']:>9.3f} {row['recall']:>7.3f} "
                    f"{row['f1']:>6.3f}")
+    _print_confusion(report["confusion_matrix"])
+
+
+def _print_confusion(matrix: list[list[int]]) -> None:
     typer.echo("confusion matrix (rows true, columns predicted):")
-    for name, row in zip(LABELS, report["confusion_matrix"]):
+    for name, row in zip(LABELS, matrix):
         typer.echo(f"{name:<12} " + " ".join(f"{v:>4}" for v in row))
+
+
+def _print_photo_report(report: dict) -> None:
+    typer.echo(f"{report['model']} on {report['folder']}: top-1 {report['top1_accuracy']:.1%} "
+               f"on {report['photos']} photos ({report['fallbacks']} segmentation fallbacks, "
+               f"{len(report['failed'])} unreadable)")
+    for title, table in (("kind", report["per_kind"]), ("class", report["per_class"])):
+        typer.echo(f"{title:<16} {'top-1':>7} {'photos':>7}")
+        for name, row in table.items():
+            typer.echo(f"{name:<16} {row['top1_accuracy']:>7.1%} {row['photos']:>7}")
+    _print_confusion(report["confusion_matrix"])
 
 
 @app.command()
@@ -154,7 +199,12 @@ def predict(
     top_k: Annotated[int, typer.Option(help="Classes shown per image.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     save_preprocessed: Annotated[Path | None, typer.Option(
-        help="Write the 28x28 images the model saw to this folder.")] = None,
+        help="Write the 28x28 images the model saw (and the foreground masks) to this "
+             "folder.")] = None,
+    segment: Annotated[str | None, typer.Option(
+        help="Foreground method: grabcut (OpenCV foreground mask, object on black), trim "
+             "(the paper's trim to the corner colour, for studio shots) or none; default "
+             "grabcut, or trim without OpenCV.")] = None,
     threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
 ) -> None:
     """Classify real photos (Fashion-MNIST conversion pipeline, then the model).
@@ -166,7 +216,8 @@ def predict(
     try:
         model_path = model if model is not None else default_model()
         runtime = load(model_path, num_threads=threads)
-        rows = predict_paths(paths, runtime, top_k=top_k, save_preprocessed=save_preprocessed)
+        rows = predict_paths(paths, runtime, top_k=top_k, save_preprocessed=save_preprocessed,
+                             segment=segment)
     except (ModelFileError, FileNotFoundError, ImportError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
@@ -175,7 +226,8 @@ def predict(
         for row in rows:
             if row.ok:
                 classes = ", ".join(f"{label} {p:.1%}" for _, label, p in row.top_k)
-                typer.echo(f"{row.path}: {classes}")
+                note = f" (no foreground found, trimmed: {row.fallback})" if row.fallback else ""
+                typer.echo(f"{row.path}: {classes}{note}")
             else:
                 typer.secho(f"{row.path}: error: {row.error}", fg=typer.colors.RED, err=True)
     if not all(row.ok for row in rows):

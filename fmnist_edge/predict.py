@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from fmnist_edge.contract import LABELS, softmax
-from fmnist_edge.preprocess import ImageError, load_image
+from fmnist_edge.preprocess import SEGMENTS, ImageError, Prepared, load_image
 from fmnist_edge.runtime import Runtime
 
 #: Suffixes picked up when a directory is given (Pillow decodes these).
@@ -22,12 +22,17 @@ MODELS_DIR = Path(__file__).parent / "models"
 
 @dataclass(frozen=True)
 class Prediction:
-    """One classified image: ``top_k`` as ``(class index, label, probability)``."""
+    """One classified image: ``top_k`` as ``(class index, label, probability)``; ``segment``
+    the conversion used (``grabcut``, ``trim``, ``none``; ``""`` for a passthrough) and
+    ``fallback`` why GrabCut was asked for and not used (else ``None``)."""
 
     path: str
     top_k: list[tuple[int, str, float]]
     passthrough: bool
     ok: bool = True
+    segment: str = ""
+    fallback: str | None = None
+    pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -88,58 +93,84 @@ def expand_paths(items: list[str | Path]) -> tuple[list[Path], list[Failure]]:
     return files, failures
 
 
+def _save_seen(out: Path, path: Path, prepared: Prepared, used: set[str]) -> None:
+    """Write ``<stem>.png`` (the 28x28 the model saw) and, when a foreground mask was used,
+    ``<stem>.mask.png`` into ``out``; a stem already written in this call gets ``-2``,
+    ``-3``, ... so two inputs never overwrite each other."""
+    from fmnist_edge import atomic
+
+    stem, n = path.stem, 1
+    while stem in used:
+        n += 1
+        stem = f"{path.stem}-{n}"
+    used.add(stem)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_with(out / f"{stem}.png",
+                      lambda tmp: Image.fromarray(prepared.pixels).save(tmp, "PNG"))
+    if prepared.mask is not None:
+        mask = (prepared.mask.astype(np.uint8) * 255)
+        atomic.write_with(out / f"{stem}.mask.png",
+                          lambda tmp: Image.fromarray(mask).save(tmp, "PNG"))
+
+
 def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
-                  save_preprocessed: str | Path | None = None
-                  ) -> list[Prediction | Failure]:
+                  save_preprocessed: str | Path | None = None, segment: str | None = None,
+                  keep_pixels: bool = False) -> list[Prediction | Failure]:
     """Classify every image found in ``items``; broken files become :class:`Failure` rows.
 
     Args:
         items: files, directories and glob patterns.
         runtime: a loaded model (:func:`fmnist_edge.runtime.load`).
         top_k: classes reported per image (1-10).
-        save_preprocessed: folder to write the ``uint8[28, 28]`` images the model saw (PNG).
+        save_preprocessed: folder to write the ``uint8[28, 28]`` images the model saw
+            (``<stem>.png``) and the foreground masks (``<stem>.mask.png``).
+        segment: foreground method, see :func:`fmnist_edge.preprocess.convert` (``None``:
+            the default, GrabCut when OpenCV is installed).
+        keep_pixels: keep each image's ``uint8[28, 28]`` in ``Prediction.pixels``.
 
     Returns:
         One row per file (in order) plus one per unmatched item.
 
     Raises:
-        ValueError: ``top_k`` out of range.
+        ValueError: ``top_k`` out of range or an unknown ``segment``.
     """
     if not 1 <= top_k <= len(LABELS):
         raise ValueError(f"top_k must be in 1..{len(LABELS)}, got {top_k}")
+    if segment is not None and segment not in SEGMENTS:
+        raise ValueError(f"--segment must be one of {', '.join(SEGMENTS)}, got {segment!r}")
     files, failures = expand_paths(items)
     rows: list[Prediction | Failure | None] = []
-    ready: list[tuple[int, Path, np.ndarray, bool]] = []
+    ready: list[tuple[int, Path, Prepared]] = []
     for path in files:
         try:
-            prepared = load_image(path)
+            prepared = load_image(path, segment)
         except ImageError as exc:
             rows.append(Failure(str(path), str(exc)))
             continue
-        ready.append((len(rows), path, prepared.pixels, prepared.passthrough))
+        ready.append((len(rows), path, prepared))
         rows.append(None)
+    used: set[str] = set()
     if ready:
-        probs = softmax(runtime.logits(np.stack([r[2] for r in ready])))
-        for (slot, path, pixels, passthrough), p in zip(ready, probs):
+        probs = softmax(runtime.logits(np.stack([r[2].pixels for r in ready])))
+        for (slot, path, prepared), p in zip(ready, probs):
             order = np.argsort(-p)[:top_k]
-            rows[slot] = Prediction(str(path), [(int(i), LABELS[i], float(p[i])) for i in order],
-                                    passthrough)
+            rows[slot] = Prediction(
+                str(path), [(int(i), LABELS[i], float(p[i])) for i in order],
+                prepared.passthrough, segment=prepared.segment, fallback=prepared.fallback,
+                pixels=prepared.pixels if keep_pixels else None)
             if save_preprocessed is not None:
-                out = Path(save_preprocessed)
-                out.mkdir(parents=True, exist_ok=True)
-                from fmnist_edge import atomic
-
-                atomic.write_with(out / f"{path.stem}.png",
-                                  lambda tmp, px=pixels: Image.fromarray(px).save(tmp, "PNG"))
+                _save_seen(Path(save_preprocessed), path, prepared, used)
     return [r for r in rows if r is not None] + failures
 
 
 def to_json(rows: list[Prediction | Failure], model: Path) -> dict:
-    """JSON-ready output: ``{"model", "results": [{"path", "ok", "top_k"|"error"}]}``."""
+    """JSON-ready output: ``{"model", "results": [{"path", "ok", "passthrough", "segment",
+    "fallback", "top_k"} | {"path", "ok", "error"}]}``."""
     results = []
     for r in rows:
         if isinstance(r, Prediction):
             results.append({"path": r.path, "ok": True, "passthrough": r.passthrough,
+                            "segment": r.segment, "fallback": r.fallback,
                             "top_k": [{"index": i, "label": label, "probability": p}
                                       for i, label, p in r.top_k]})
         else:

@@ -76,6 +76,11 @@ class TrainConfig:
         distribute: ``none`` or ``mirrored`` (tf.distribute.MirroredStrategy).
         mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU.
         class_split: the CNN seed's two-stage recipe (classes 0-4, then a new head on 5-9).
+        photo_augment: fraction (0-1) of each training batch taken from the photo pool
+            (:mod:`fmnist_edge.train.photo_pool`: training images rendered as phone photos
+            and converted back by ``predict``'s conversion); 0 disables it.
+        photo_pool_size: training images rendered into the photo pool (capped at the
+            training set's size).
     """
 
     arch: str
@@ -101,6 +106,8 @@ class TrainConfig:
     distribute: str = "none"
     mixed_precision: bool = False
     class_split: bool = False
+    photo_augment: float = 0.0
+    photo_pool_size: int = 30000
 
     def __post_init__(self) -> None:
         checks = [
@@ -115,6 +122,8 @@ class TrainConfig:
              "weight_decay needs --optimizer adamw or sgd (Adam's L2 is --l2)"),
             (0 <= self.augment.erasing_prob <= 1, "erasing_prob must be in [0, 1]"),
             (self.val_size >= 0 and self.train_limit >= 0, "sizes must be >= 0"),
+            (0 <= self.photo_augment <= 1, "photo_augment must be in [0, 1]"),
+            (self.photo_pool_size >= 1, "photo_pool_size must be >= 1"),
         ]
         validate(checks)
 

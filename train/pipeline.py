@@ -86,7 +86,9 @@ def augment_batch(batch: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
 
 def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
                  num_classes: int = 10, training: bool = False,
-                 augment: AugmentConfig | None = None, seed: int = 0) -> tf.data.Dataset:
+                 augment: AugmentConfig | None = None, seed: int = 0,
+                 photo_pool: tuple[np.ndarray, np.ndarray] | None = None,
+                 photo_fraction: float = 0.0) -> tf.data.Dataset:
     """Batched dataset of ``(float32[B, 28, 28, 1] pixels 0-255, float32[B, C] targets)``.
 
     Args:
@@ -98,10 +100,26 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
         training: cache, shuffle every epoch (seeded) and augment.
         augment: augmentation for training (``None`` or all-off: none).
         seed: shuffle seed.
+        photo_pool: ``(uint8[M, 28, 28] converted photos, int[M] indices into images)``
+            (:func:`fmnist_edge.train.photo_pool.build_pool`); training only.
+        photo_fraction: expected fraction of each batch replaced by the pooled photo of the
+            same training image (0-1; capped by the pool's coverage ``M / N``).
     """
     soft = labels.ndim == 2
     targets = labels.astype(np.float32) if soft else labels.astype(np.int32)
-    ds = tf.data.Dataset.from_tensor_slices((images[..., None], targets))
+    use_pool = training and photo_pool is not None and photo_fraction > 0
+    if use_pool:
+        pixels, indices = photo_pool
+        alternative = images.copy()
+        alternative[indices] = pixels
+        pooled = np.zeros(len(images), bool)
+        pooled[indices] = True
+        # Each pooled image is drawn with p = fraction / coverage: the batch share is fraction.
+        p_draw = min(1.0, photo_fraction * len(images) / max(1, len(indices)))
+        ds = tf.data.Dataset.from_tensor_slices(
+            ((images[..., None], alternative[..., None], pooled), targets))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((images[..., None], targets))
     ds = ds.cache()
     if training:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
@@ -109,6 +127,10 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int,
     aug = augment if (training and augment is not None and augment.enabled) else None
 
     def prepare(x, y):
+        if use_pool:
+            clean, photo, pooled = x
+            draw = pooled & (tf.random.uniform(tf.shape(pooled)) < p_draw)
+            x = tf.where(draw[:, None, None, None], photo, clean)
         x = tf.cast(x, tf.float32)
         if aug is not None:
             x = augment_batch(x, aug)

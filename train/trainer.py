@@ -149,9 +149,17 @@ def fit(model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path, 
     """
     steps = math.ceil(len(splits.x_train) / config.batch_size)
     compile_model(model, config, steps)
+    pool = None
+    if config.photo_augment > 0:
+        from fmnist_edge.train.photo_pool import build_pool
+
+        pool = build_pool(splits.x_train, splits.y_train,
+                          size=min(config.photo_pool_size, len(splits.x_train)),
+                          seed=config.seed)
     train_ds = make_dataset(splits.x_train, splits.y_train, batch_size=config.batch_size,
                             num_classes=num_classes, training=True, augment=config.augment,
-                            seed=config.seed)
+                            seed=config.seed, photo_pool=pool,
+                            photo_fraction=config.photo_augment)
     has_val = len(splits.x_val) > 0
     val_ds = (make_dataset(splits.x_val, splits.y_val, batch_size=512,
                            num_classes=num_classes) if has_val else None)
