@@ -1,5 +1,7 @@
-"""Cold start: wall time of ``fmnist-edge predict one.png`` as a fresh process, with the
-runtime-only install (no TensorFlow), default model.
+"""Cold start: wall time of ``fmnist-edge predict one.jpg`` as a fresh process, with the
+runtime-only install (no TensorFlow), default model. The photo is ``--image``, else a
+400x533 phone photo rendered from a test image (:func:`fmnist_edge.photos.render_phone_photo`),
+so the foreground segmentation (OpenCV import and GrabCut) is part of the time.
 
     python -m venv /tmp/rt && /tmp/rt/bin/pip install .      # base install: onnxruntime
     python benchmarks/cold_predict.py --exe /tmp/rt/bin/fmnist-edge \\
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fmnist_edge import atomic, data
+from fmnist_edge import atomic, data, photos
 from fmnist_edge.provenance import provenance
 
 
@@ -26,12 +28,20 @@ def main() -> None:
     parser.add_argument("--exe", required=True, help="fmnist-edge of the runtime-only venv")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--image", type=Path, help="photo to classify (default: rendered)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    image = data.load_split("test", args.data_dir)[0][0]
+    images, labels = data.load_split("test", args.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        png = Path(tmp) / "one.png"
-        Image.fromarray(image).save(png)
+        png = args.image
+        if png is None:
+            png = Path(tmp) / "one.jpg"
+            photo = photos.render_phone_photo(images[0], int(labels[0]),
+                                              np.random.default_rng(0), size=533)
+            photo.resize((400, 533) if photo.height >= photo.width else (533, 400)).save(
+                png, quality=90)
+        with Image.open(png) as img:
+            size = img.size
         subprocess.run([args.exe, "predict", str(png)], check=True, capture_output=True)
         walls, output = [], ""
         for _ in range(args.repeats):
@@ -43,7 +53,8 @@ def main() -> None:
     probe = subprocess.run([str(Path(args.exe).with_name("python")), "-c",
                             "import importlib.util as u; print(bool(u.find_spec('tensorflow')))"],
                            capture_output=True, text=True)
-    result = {"exe": args.exe, "repeats": args.repeats, "p50_s": float(np.median(walls)),
+    result = {"exe": args.exe, "image": str(args.image or "rendered phone photo"),
+              "image_size": list(size), "repeats": args.repeats, "p50_s": float(np.median(walls)),
               "max_s": float(np.max(walls)), "min_s": float(np.min(walls)),
               "tensorflow_installed": probe.stdout.strip() == "True", "output": output,
               "provenance": provenance()}

@@ -128,6 +128,15 @@ def export_run(source: str | Path | None, config: ExportConfig, *,
         _, keep = data.stratified_split(y[train_idx], config.train_limit, seed=config.seed)
         train_idx = train_idx[keep]
     x_tr, y_tr, x_val, y_val = x[train_idx], y[train_idx], x[val_idx], y[val_idx]
+    if train_cfg is not None and train_cfg.photo_augment > 0:
+        # A run trained on the photo pool is fine-tuned and calibrated on it too, so pruning
+        # and the int8 ranges keep what it learnt about converted real photos.
+        from fmnist_edge.train.photo_pool import build_pool
+
+        pool, pooled = build_pool(x_tr, y_tr, size=min(train_cfg.photo_pool_size, len(x_tr)),
+                                  seed=train_cfg.seed, log=log.info)
+        log.info("fine-tuning and calibration include %d photo-pool images", len(pool))
+        x_tr, y_tr = np.concatenate([x_tr, pool]), np.concatenate([y_tr, y_tr[pooled]])
     calibration = config.calibration_images(x_tr)
     keras.utils.set_random_seed(config.seed)
 

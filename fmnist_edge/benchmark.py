@@ -72,7 +72,7 @@ def machine() -> dict:
     except OSError:
         pass
     versions = package_versions(("fmnist-edge", "onnxruntime", "ai-edge-litert",
-                                 "tflite-runtime", "numpy"))
+                                 "tflite-runtime", "numpy", "Pillow", "opencv-python-headless"))
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "versions": versions}
 

@@ -10,9 +10,9 @@ whose longest edge is ``WORK_SIZE`` pixels (the model sees 28x28, so a finer mas
 nothing it sees) and then cleaned: the main connected component is kept and its holes are
 filled.
 
-OpenCV (``opencv-python-headless``) is imported when a mask is first asked for; it is the
-``photo`` extra. Without it :func:`available` is ``False`` and the conversion falls back to the
-trim.
+OpenCV (``opencv-python-headless``, a dependency) is imported when a mask is first asked for,
+so commands that convert no photo do not pay for it. Where it is missing (e.g. removed to save
+space on a device), :func:`available` is ``False`` and the conversion falls back to the trim.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ PAIR_RATIO = 0.35
 
 
 class SegmentationUnavailable(ImportError):
-    """OpenCV is not installed (``pip install "fmnist-edge[photo]"``)."""
+    """OpenCV is not installed (``pip install opencv-python-headless``)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Mask:
 
 
 def available() -> bool:
-    """Whether OpenCV can be imported (the ``photo`` extra is installed)."""
+    """Whether OpenCV can be imported."""
     return importlib.util.find_spec("cv2") is not None
 
 
@@ -64,7 +64,7 @@ def _cv2():
     except ImportError as exc:
         raise SegmentationUnavailable(
             f"foreground segmentation needs OpenCV ({exc}): pip install "
-            "\"fmnist-edge[photo]\", or use --segment trim") from exc
+            "opencv-python-headless, or use --segment trim") from exc
     return cv2
 
 

@@ -55,13 +55,14 @@ def test_json_schema(photo_dir, tmp_path):
     assert len(ok) == 4 and len(bad) == 1
     assert bad[0]["path"].endswith("nope.jpg") and bad[0]["error"]
     for row in ok:
-        assert set(row) == {"path", "ok", "passthrough", "top_k"}
+        assert set(row) == {"path", "ok", "passthrough", "segment", "fallback", "top_k"}
+        assert row["segment"] in ("grabcut", "trim", "none") and row["fallback"] is None
         assert len(row["top_k"]) == 3
         probs = [k["probability"] for k in row["top_k"]]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
         assert {k["label"] for k in row["top_k"]} <= set(LABELS)
         assert row["passthrough"] is False
-    saved = sorted(p.name for p in out_dir.iterdir())
+    saved = sorted(p.name for p in out_dir.iterdir() if not p.name.endswith(".mask.png"))
     assert saved == [f"item{i}.png" for i in range(4)]
     assert np.asarray(Image.open(out_dir / "item0.png")).shape == (28, 28)
 

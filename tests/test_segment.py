@@ -131,7 +131,7 @@ def test_fallback_when_nothing_plausible_is_found(monkeypatch):
 
 def test_fallback_without_opencv(monkeypatch):
     def missing():
-        raise segment.SegmentationUnavailable("no cv2: pip install \"fmnist-edge[photo]\"")
+        raise segment.SegmentationUnavailable("no cv2: pip install opencv-python-headless")
 
     monkeypatch.setattr(segment, "_cv2", missing)
     rng = np.random.default_rng(0)

@@ -58,7 +58,7 @@ def pool_key(images: np.ndarray, labels: np.ndarray, size: int, seed: int) -> st
 
 def build_pool(images: np.ndarray, labels: np.ndarray, *, size: int, seed: int = 0,
                workers: int | None = None, cache: Path | None = None,
-               log=print) -> tuple[np.ndarray, np.ndarray]:
+               log=lambda m: print(m, flush=True)) -> tuple[np.ndarray, np.ndarray]:
     """Render and convert ``size`` training images (or load them from the cache).
 
     Args:
@@ -87,7 +87,7 @@ def build_pool(images: np.ndarray, labels: np.ndarray, *, size: int, seed: int =
     if not segment.available():
         raise segment.SegmentationUnavailable(
             "the photo pool is converted with GrabCut, which needs OpenCV: pip install "
-            "\"fmnist-edge[photo]\"")
+            "opencv-python-headless")
     rng = np.random.default_rng(seed)
     indices = np.sort(rng.choice(len(images), size=size, replace=False))
     tasks = [(images[indices[s:s + CHUNK]], labels[indices[s:s + CHUNK]], seed, k)
