@@ -125,3 +125,18 @@ def test_decompression_bomb_guard_stays_on(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 40,000 px > 2x the limit
     with pytest.raises(ImageError, match="decompression bomb"):
         preprocess.load_image(path)
+
+
+def test_large_photos_are_decoded_reduced(product, tmp_path):
+    """A 14 Mpx JPEG is decoded at a DCT scale (draft), a large PNG reduced: both end with
+    the longest edge within [DECODE_EDGE, 2 * DECODE_EDGE), and convert as the small one."""
+    big = product.resize((product.width * 8, product.height * 8), Image.Resampling.BICUBIC)
+    for name in ("big.jpg", "big.png"):
+        big.save(tmp_path / name)
+        img = preprocess.open_image(tmp_path / name)
+        assert preprocess.DECODE_EDGE <= max(img.size) < 2 * preprocess.DECODE_EDGE
+        assert abs(img.size[0] / img.size[1] - product.width / product.height) < 0.01
+        small = preprocess.convert(product, "trim").pixels
+        assert _similar(preprocess.convert(img, "trim").pixels, small, tol=12)
+    full = preprocess.open_image(tmp_path / "big.jpg", max_edge=None)
+    assert full.size == big.size
