@@ -76,6 +76,38 @@ def _tflite_io(path: Path) -> dict[str, Any]:
             "output_zero_point": int(rt.output_zero_point)}
 
 
+def check_output_dir(out: Path, run_dir: Path, overwrite: bool) -> None:
+    """Refuse an output folder the export must not write or replace.
+
+    ``--overwrite`` replaces only an export folder this tool wrote (it holds a
+    ``manifest.json`` with ``artifacts`` and ``gate``), never the run folder, a folder that
+    contains the run, or anything else.
+
+    Raises:
+        ExportError: ``out`` is a file, exists without ``overwrite``, or is not ours to
+            replace.
+    """
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file, not a folder; choose a folder path")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise ExportError(f"{out} already exists; pass --overwrite to replace it")
+    resolved, run = out.resolve(), run_dir.resolve()
+    if resolved == run or resolved in run.parents:
+        raise ExportError(f"refusing to replace {out}: it holds the run folder {run_dir}; "
+                          f"choose an --out of its own (default {run_dir / EXPORT_DIR})")
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+        ours = isinstance(manifest, dict) and {"artifacts", "gate"} <= set(manifest)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise ExportError(f"refusing to replace {out}: it is not an export folder written by "
+                          "fmnist-edge (no manifest.json); choose another --out or move it "
+                          "away yourself")
+
+
 def export_run(source: str | Path | None, config: ExportConfig, *,
                data_dir: str | Path | None = None,
                runs_dir: str | Path = runs.DEFAULT_RUNS_DIR,
@@ -109,8 +141,7 @@ def export_run(source: str | Path | None, config: ExportConfig, *,
     model_path = runs.resolve_model(source if source is not None else runs.newest_run(runs_dir))
     run_dir = model_path.parent
     out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out} already exists; pass --overwrite to replace it")
+    check_output_dir(out, run_dir, overwrite)
     reference = _load_keras(model_path)
     if tuple(reference.input_shape) != MODEL_INPUT_SHAPE or reference.output_shape != (None, 10):
         raise ModelFileError(f"{model_path}: maps {reference.input_shape} -> "
@@ -140,7 +171,7 @@ def export_run(source: str | Path | None, config: ExportConfig, *,
     calibration = config.calibration_images(x_tr)
     keras.utils.set_random_seed(config.seed)
 
-    with atomic.staged_dir(out) as stage:
+    with atomic.sigterm_as_interrupt(), atomic.staged_dir(out) as stage:
         result = _export_into(stage, model_path, reference, config, x_tr, y_tr, x_val, y_val,
                               x_test, y_test, calibration, augment, smoothing, start, prov,
                               verbose)

@@ -126,6 +126,9 @@ class ModelCard:
         """Read a JSON card. Raises ValueError naming the file if it is not a card."""
         path = Path(path)
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError(f"a JSON {type(data).__name__}, not an object")
+            return cls.from_dict(data)
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(f"{path}: not a readable model card ({exc})") from exc

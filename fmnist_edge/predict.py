@@ -81,7 +81,11 @@ def expand_paths(items: list[str | Path]) -> tuple[list[Path], list[Failure]]:
                 failures.append(Failure(item, "directory holds no image files"))
             files += found
         elif path.exists():
-            files.append(path)
+            if path.is_file():
+                files.append(path)
+            else:  # a FIFO, socket or device would block or never end
+                failures.append(Failure(item, "not a regular file (a pipe, socket or device); "
+                                              "give an image file"))
         elif glob.has_magic(item):
             matches = sorted(Path(p) for p in glob.glob(item, recursive=True)
                              if Path(p).is_file())

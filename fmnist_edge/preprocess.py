@@ -201,7 +201,12 @@ def compose_on_black(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     Returns:
         ``uint8[28, 28]``: 255 minus the luminance (ITU-R 601, Pillow's ``L``) inside the
         mask, 0 outside, as the paper's negation makes a light-background product photo.
+
+    Raises:
+        ValueError: an empty mask.
     """
+    if not mask.any():
+        raise ValueError("compose_on_black needs a non-empty foreground mask")
     h, w = mask.shape
     gray = Image.fromarray(rgb).convert("L")
     if gray.size != (w, h):

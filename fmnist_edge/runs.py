@@ -20,14 +20,32 @@ class RunError(RuntimeError):
 
 
 def new_run_dir(arch: str, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:
-    """A new, not yet existing ``runs_dir/arch/<UTC timestamp>`` folder path."""
+    """Create and return a new, empty ``runs_dir/arch/<UTC timestamp>[-n]`` folder.
+
+    The folder is created exclusively, so concurrent runs started in the same second get
+    different folders (``-2``, ``-3``, ...).
+
+    Raises:
+        RunError: ``runs_dir`` (or a part of it) is a file or cannot be written.
+    """
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     base = Path(runs_dir) / arch
-    path, n = base / stamp, 1
-    while path.exists():
-        n += 1
-        path = base / f"{stamp}-{n}"
-    return path
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise RunError(f"--runs-dir {runs_dir}: cannot create {base} ({exc.strerror}); "
+                       "give a folder path") from exc
+    except OSError as exc:
+        raise RunError(f"--runs-dir {runs_dir}: cannot create {base} ({exc.strerror}); "
+                       "choose a writable folder") from exc
+    n = 1
+    while True:
+        path = base / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            n += 1
 
 
 def newest_run(runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:

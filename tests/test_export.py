@@ -179,6 +179,33 @@ def test_existing_export_needs_overwrite(small_run, exported, data_dir):
     assert result.exit_code == 1 and "--overwrite" in result.output
 
 
+@pytest.mark.parametrize("where", ["run", "parent", "foreign", "file"])
+def test_overwrite_never_replaces_what_the_export_did_not_write(small_run, exported, data_dir,
+                                                                tmp_path, where):
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"keep me")
+    (tmp_path / "notes.txt").write_text("keep me")
+    out = {"run": small_run, "parent": small_run.parent, "foreign": foreign,
+           "file": tmp_path / "notes.txt"}[where]
+    before = sorted(str(p) for p in out.rglob("*")) if out.is_dir() else [out.read_text()]
+    result = runner.invoke(app, ["export", str(small_run), "--out", str(out), "--overwrite",
+                                 "--data-dir", str(data_dir)])
+    assert result.exit_code == 1, result.output
+    assert str(out) in result.output and "Traceback" not in result.output
+    after = sorted(str(p) for p in out.rglob("*")) if out.is_dir() else [out.read_text()]
+    assert after == before
+    assert (small_run / "model.keras").is_file() and (exported / "manifest.json").is_file()
+
+
+def test_export_folder_is_readable_by_other_users(exported):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert exported.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
 def test_missing_run_writes_nothing(tmp_path, data_dir):
     result = runner.invoke(app, ["export", str(tmp_path / "nope"), "--data-dir", str(data_dir)])
     assert result.exit_code == 1 and "no such run folder" in result.output

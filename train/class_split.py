@@ -71,9 +71,9 @@ def train_class_split(config: TrainConfig, *, data_dir=None, runs_dir=runs.DEFAU
         ``stage2_stage_accuracy`` (fractions of the test images of each stage's classes).
     """
     start = time.perf_counter()
-    run_dir = Path(run_dir) if run_dir else runs.new_run_dir(f"{config.arch}-split", runs_dir)
     splits = load_splits(config, data_dir)
     kwargs = builder_kwargs(config)
+    run_dir = Path(run_dir) if run_dir else runs.new_run_dir(f"{config.arch}-split", runs_dir)
     strategy, policy = prepare(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_json(run_dir / runs.CONFIG_FILE, config.to_dict())

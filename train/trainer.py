@@ -8,15 +8,12 @@ state (tf_keras BackupAndRestore) and ``state.json`` the status.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import platform
 import shutil
-import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,23 +88,6 @@ def _precision_policy(config: TrainConfig) -> str:
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt for the duration (main thread only)."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def write_state(run_dir: Path, status: str, **extra: Any) -> None:
     """Write ``state.json`` (``status`` and ``extra``), keeping the run's per-segment
     provenance records (``segments``) unless ``extra`` replaces them."""
@@ -168,16 +148,19 @@ def fit(model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path, 
     previous = json.loads(history_json.read_text()) if history_json.is_file() else []
     best = max((h[monitor] for h in previous if monitor in h), default=-math.inf)
     model_path = run_dir / f"{prefix}{runs.MODEL_FILE}"
+    # The resumable state is saved last at each epoch end: a kill while the checkpoint or the
+    # history is written makes --resume repeat that epoch (the history drops and rewrites
+    # it), instead of resuming after an epoch whose record was lost.
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR / (prefix or "main"))),
         BestCheckpoint(model_path, monitor, best),
         HistoryWriter(history_json, run_dir / f"{prefix}{runs.HISTORY_CSV}", previous),
+        keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR / (prefix or "main"))),
     ]
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=config.early_stopping,
                                                        mode="max"))
     try:
-        with _sigterm_as_interrupt():
+        with atomic.sigterm_as_interrupt():
             model.fit(train_ds, validation_data=val_ds, epochs=config.epochs,
                       callbacks=callbacks, verbose=verbose)
     except KeyboardInterrupt:
@@ -260,11 +243,12 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
         return train_class_split(config, data_dir=data_dir, runs_dir=runs_dir,
                                  run_dir=run_dir, verbose=verbose)
     start = time.perf_counter()
-    run_dir = Path(run_dir) if run_dir else runs.new_run_dir(config.arch, runs_dir)
     splits = load_splits(config, data_dir)
     kwargs = builder_kwargs(config)
+    run_dir = Path(run_dir) if run_dir else runs.new_run_dir(config.arch, runs_dir)
     strategy, policy = prepare(config)
     run_dir.mkdir(parents=True, exist_ok=True)
+    atomic.remove_stale_temps(run_dir)
     history_path = run_dir / runs.HISTORY_JSON
     earlier = json.loads(history_path.read_text()) if history_path.is_file() else []
     # Provenance is taken when a segment starts (the code that runs is the code loaded then);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -28,15 +29,24 @@ class Runtime(Protocol):
         ...
 
 
-def batched(images: np.ndarray, max_batch: int, run: Callable[[np.ndarray], np.ndarray]
-            ) -> np.ndarray:
+def batched(images: np.ndarray, max_batch: int, run: Callable[[np.ndarray], np.ndarray],
+            *, source: str = "model") -> np.ndarray:
     """Apply ``run`` (``uint8[B, 28, 28]`` -> ``float32[B, 10]``) in chunks of at most
-    ``max_batch`` images; returns ``float32[N, 10]`` (``[0, 10]`` for no images)."""
+    ``max_batch`` images; returns ``float32[N, 10]`` (``[0, 10]`` for no images).
+
+    Raises:
+        ModelFileError: the model produced NaN or infinite logits (names ``source``).
+    """
     chunks = [run(images[start:start + max_batch])
               for start in range(0, len(images), max_batch)]
     if not chunks:
         return np.empty((0, NUM_CLASSES), np.float32)
-    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    out = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    if not np.isfinite(out).all():
+        bad = int((~np.isfinite(out)).any(axis=1).sum())
+        raise ModelFileError(f"{source}: produced NaN or infinite logits for {bad} of "
+                             f"{len(out)} images; the model is broken (re-export it)")
+    return out
 
 
 def probabilities(runtime: Runtime, images: np.ndarray) -> np.ndarray:
@@ -59,15 +69,35 @@ def load(path: str | Path, *, num_threads: int | None = None) -> Runtime:
         path: a ``.tflite``, ``.onnx`` or ``.keras`` file.
         num_threads: intra-op threads (``None``: the library default).
 
+    A model is run once on two blank images before it is returned, so a file that loads but
+    cannot run (a fixed batch size it cannot serve, an op that fails at invoke, NaN
+    outputs) is refused here, naming the file, not in the middle of a command.
+
     Raises:
-        ModelFileError: unknown suffix, missing, corrupt or non-conforming file.
+        ModelFileError: unknown suffix, missing, corrupt, non-conforming or not runnable.
+        ValueError: ``num_threads`` outside 1..CPU count.
         ImportError: the backend's library is not installed (names the extra to install).
     """
     path = Path(path)
+    cpus = os.cpu_count() or 1
+    if num_threads is not None and not 1 <= num_threads <= cpus:
+        raise ValueError(f"--threads must be in 1..{cpus} (this machine's CPU count), got "
+                         f"{num_threads}")
     if path.suffix not in BACKENDS:
         raise ModelFileError(f"{path}: unsupported model format {path.suffix!r}; "
                              f"expected one of {sorted(BACKENDS)}")
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     module, cls = BACKENDS[path.suffix]
-    return getattr(importlib.import_module(module), cls)(path, num_threads=num_threads)
+    runtime = getattr(importlib.import_module(module), cls)(path, num_threads=num_threads)
+    try:
+        out = runtime.logits(np.zeros((2, 28, 28), np.uint8))
+    except ModelFileError:
+        raise
+    except Exception as exc:  # the libraries raise their own types at run time
+        raise ModelFileError(f"{path}: loads but fails to run ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}); export it "
+                             "again with fmnist-edge export") from exc
+    if out.shape != (2, NUM_CLASSES):
+        raise ModelFileError(f"{path}: returned shape {out.shape} for 2 images, not (2, 10)")
+    return runtime

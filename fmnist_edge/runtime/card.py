@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,8 @@ from fmnist_edge.contract import ModelCard
 
 #: Name of the model-card entry embedded in artifacts (ONNX metadata_props, TFLite metadata).
 CARD_KEY = "fmnist_edge_card"
+
+log = logging.getLogger(__name__)
 
 
 def sidecar_path(model_path: str | Path) -> Path:
@@ -20,11 +23,23 @@ def sidecar_path(model_path: str | Path) -> Path:
 def card_for(model_path: Path, fmt: str,
              read_embedded: Callable[[], dict | None] = lambda: None) -> ModelCard:
     """The sidecar card if present, else the card ``read_embedded()`` finds in the model's
-    own metadata (only called without a sidecar), else a minimal card."""
+    own metadata (only called without a sidecar), else a minimal card.
+
+    A card is metadata: a sidecar or embedded card that cannot be read (not JSON, not an
+    object, wrong field types) is logged as a warning naming the file and skipped; it never
+    makes a valid model unusable."""
     side = sidecar_path(model_path)
     if side.is_file():
-        return ModelCard.read(side)
-    embedded = read_embedded()
-    if embedded:
-        return ModelCard.from_dict(embedded)
+        try:
+            return ModelCard.read(side)
+        except ValueError as exc:
+            log.warning("warning: ignoring the model card %s (%s)", side, exc)
+    try:
+        embedded = read_embedded()
+        if embedded:
+            if not isinstance(embedded, dict):
+                raise ValueError("not a JSON object")
+            return ModelCard.from_dict(embedded)
+    except (ValueError, TypeError) as exc:
+        log.warning("warning: ignoring the model card embedded in %s (%s)", model_path, exc)
     return ModelCard(name=model_path.stem, format=fmt)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_edge.contract import MODEL_INPUT_SHAPE, NUM_CLASSES, ModelCard, check_images
-from fmnist_edge.runtime.base import ModelFileError
+from fmnist_edge.runtime.base import ModelFileError, batched
 
 
 class KerasRuntime:
@@ -40,14 +40,23 @@ class KerasRuntime:
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8[N, 28, 28] -> float32[N, 10] logits."""
-        x = check_images(images)[..., None].astype(np.float32)
-        return np.asarray(self.model.predict(x, batch_size=512, verbose=0), dtype=np.float32)
+        images = check_images(images, source=str(self.path))
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            x = batch[..., None].astype(np.float32)
+            return np.asarray(self.model.predict(x, batch_size=512, verbose=0),
+                              dtype=np.float32)
+
+        return batched(images, len(images) or 1, run, source=str(self.path))
 
 
 def _card_for(path: Path) -> ModelCard:
     metrics = path.with_name("metrics.json")
     accuracy = None
     if metrics.is_file():
-        accuracy = json.loads(metrics.read_text()).get("top1_accuracy")
+        try:
+            accuracy = json.loads(metrics.read_text()).get("top1_accuracy")
+        except (OSError, ValueError, AttributeError):
+            accuracy = None  # the card is metadata: a broken metrics.json does not matter
     return ModelCard(name=path.parent.parent.name if metrics.is_file() else path.stem,
                      format="keras", source_run=str(path.parent), test_accuracy=accuracy)

@@ -98,7 +98,7 @@ class LiteRTRuntime:
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8[N, 28, 28] -> float32[N, 10] logits (dequantized for integer outputs)."""
         return batched(check_images(images, source=str(self.path)), self.max_batch,
-                       self._invoke)
+                       self._invoke, source=str(self.path))
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         self._resize(len(batch))

@@ -56,7 +56,11 @@ class OnnxRuntime:
                                  f"{self._out.shape}, not the contract "
                                  "float32[N, 28, 28, 1] -> [N, 10]")
         self.input_dtype = np.dtype(_ONNX_TYPES[self._in.type])
-        self.max_batch = max_batch
+        # A model exported with a fixed batch size gets chunks of that size (the last one
+        # padded with blank images), instead of failing on any other batch.
+        fixed = self._in.shape[0]
+        self.fixed_batch = fixed if isinstance(fixed, int) and fixed > 0 else None
+        self.max_batch = self.fixed_batch or max_batch
         meta = self.session.get_modelmeta().custom_metadata_map
         self.card = card_for(self.path, "onnx",
                              lambda: json.loads(meta[CARD_KEY]) if CARD_KEY in meta else None)
@@ -64,13 +68,17 @@ class OnnxRuntime:
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8[N, 28, 28] -> float32[N, 10] logits."""
         return batched(check_images(images, source=str(self.path)), self.max_batch,
-                       self._run)
+                       self._run, source=str(self.path))
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        n = len(batch)
+        if self.fixed_batch and n < self.fixed_batch:
+            pad = np.zeros((self.fixed_batch - n, *batch.shape[1:]), batch.dtype)
+            batch = np.concatenate([batch, pad])
         if self.input_dtype == np.float32:
             x = batch[..., None].astype(np.float32)
         else:  # integer-input models (rare in ONNX) take pixels with scale 1
             zero_point = -128 if self.input_dtype == np.int8 else 0
             x = quantize_pixels(batch, self.input_dtype, 1.0, zero_point)
         out = self.session.run([self._out.name], {self._in.name: x})[0]
-        return np.asarray(out, dtype=np.float32)
+        return np.asarray(out, dtype=np.float32)[:n]

@@ -1,0 +1,82 @@
+"""Models and inputs that load but must not get far: broken cards, fixed batch sizes, NaN
+outputs, thread counts, pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fmnist_edge.cli import app
+from fmnist_edge.runtime import ModelFileError, load
+
+FIXTURES = Path(__file__).parent / "fixtures"
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("card", ["[1, 2, 3]", "not json {", '{"labels": 5}'])
+def test_a_broken_card_is_a_warning_not_an_unusable_model(tmp_path, card, caplog):
+    model = tmp_path / "m.onnx"
+    shutil.copy(FIXTURES / "mlp_int8.onnx", model)
+    (tmp_path / "m.onnx.json").write_text(card)
+    runtime = load(model)
+    assert runtime.logits(np.zeros((3, 28, 28), np.uint8)).shape == (3, 10)
+    assert "m.onnx.json" in caplog.text and "ignoring" in caplog.text
+
+
+def _onnx_model(path: Path, *, batch, weight: float):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 28, 28, 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])
+    w = numpy_helper.from_array(np.full((784, 10), weight, np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, 784], np.int64), "shape")
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+                               helper.make_node("MatMul", ["flat", "w"], ["y"])],
+                              "g", [x], [y], [w, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_fixed_batch_onnx_is_served_in_chunks(tmp_path):
+    model = load(_onnx_model(tmp_path / "b1.onnx", batch=1, weight=0.01))
+    images = np.random.default_rng(0).integers(0, 255, (5, 28, 28), dtype=np.uint8)
+    expected = images.reshape(5, -1).astype(np.float32).sum(1, keepdims=True) * 0.01
+    np.testing.assert_allclose(model.logits(images), np.repeat(expected, 10, 1), rtol=1e-5)
+
+
+def test_nan_logits_are_refused(tmp_path):
+    path = _onnx_model(tmp_path / "nan.onnx", batch="N", weight=float("nan"))
+    with pytest.raises(ModelFileError, match="nan.onnx.*NaN"):
+        load(path)
+
+
+def test_threads_out_of_range_name_the_option(tmp_path):
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("L", (28, 28)).save(image)
+    for bad in ("0", "-1", str((os.cpu_count() or 1) + 1), "100000"):
+        result = runner.invoke(app, ["predict", str(image), "--threads", bad,
+                                     "--model", str(FIXTURES / "mlp_int8.tflite")])
+        assert result.exit_code == 1 and "--threads" in result.output, bad
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_named_pipe_is_not_read(tmp_path):
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    result = runner.invoke(app, ["predict", str(fifo), "--json",
+                                 "--model", str(FIXTURES / "mlp_int8.onnx")])
+    assert result.exit_code == 1
+    row = json.loads(result.stdout)["results"][0]
+    assert not row["ok"] and "not a regular file" in row["error"]
