@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -114,6 +115,9 @@ def train(
         _fail(str(exc), code=130)
     except (DataError, RunError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
+    except OSError as exc:  # full disk, read-only runs folder
+        _fail(f"cannot write {exc.filename or runs_dir} ({exc.strerror or exc}); the run "
+              "folder keeps its last complete files: free space, then --resume it")
     m = result.metrics
     stages = "".join(f", {k} {v:.2%}" for k, v in m.items() if k.endswith("_stage_accuracy"))
     typer.echo(f"{result.run_dir}: test top-1 {m['top1_accuracy']:.2%}, loss {m['loss']:.4f}, "
@@ -230,7 +234,10 @@ def predict(
                 typer.echo(f"{row.path}: {classes}{note}")
             else:
                 typer.secho(f"{row.path}: error: {row.error}", fg=typer.colors.RED, err=True)
-    if not all(row.ok for row in rows):
+    save_errors = {row.save_error for row in rows if getattr(row, "save_error", None)}
+    for message in save_errors:
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    if save_errors or not all(row.ok for row in rows):
         raise typer.Exit(1)
 
 
@@ -264,6 +271,11 @@ def benchmark(
     from fmnist_edge.benchmark import to_csv, to_table
     from fmnist_edge.runtime import ModelFileError
 
+    if runs < 1 or warmup < 0 or (duration is not None and duration <= 0):
+        _fail("--runs must be >= 1, --warmup >= 0 and --duration > 0")
+    for option, target in (("--json", as_json), ("--csv", as_csv)):
+        if target is not None:
+            _check_output_file(option, target)
     try:
         result = run_benchmark(models, batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
                                threads=_int_list(threads, "--threads"), runs=runs,
@@ -271,10 +283,28 @@ def benchmark(
     except (ModelFileError, ImportError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(to_table(result))
-    if as_json is not None:
-        atomic.write_json(as_json, result)
-    if as_csv is not None:
-        atomic.write_text(as_csv, to_csv(result))
+    try:
+        if as_json is not None:
+            atomic.write_json(as_json, result)
+        if as_csv is not None:
+            atomic.write_text(as_csv, to_csv(result))
+    except OSError as exc:
+        _fail(f"cannot write {exc.filename or as_json or as_csv} ({exc.strerror or exc}); "
+              "the table above is complete: free space or choose another path")
+
+
+def _check_output_file(option: str, target: Path) -> None:
+    """Fail before any work when ``target`` cannot be an output file."""
+    if target.is_dir():
+        _fail(f"{option} {target} is a folder; give a file path, e.g. {target / 'bench'}"
+              f"{'.json' if option == '--json' else '.csv'}")
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        _fail(f"{option} {target}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        _fail(f"{option} {target}: {parent} is not writable")
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -386,6 +416,9 @@ def export(
                             overwrite=overwrite, verbose=1 if sys.stdout.isatty() else 2)
     except (DataError, RunError, ModelFileError, ExportError, ValueError) as exc:
         _fail(str(exc))
+    except OSError as exc:  # full disk, read-only folder: the previous export is kept
+        _fail(f"cannot write {exc.filename or out or 'the export'} ({exc.strerror or exc}); "
+              "nothing was replaced: free space or choose another --out")
     typer.echo((result.out_dir / "parity.md").read_text())
     if not result.passed:
         _fail(f"parity gate failed; see {result.out_dir / 'parity.md'}", code=2)

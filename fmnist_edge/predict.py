@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import importlib.util
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ class Prediction:
     segment: str = ""
     fallback: str | None = None
     pixels: np.ndarray | None = field(default=None, repr=False, compare=False)
+    save_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,9 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
         keep_pixels: keep each image's ``uint8[28, 28]`` in ``Prediction.pixels``.
 
     Returns:
-        One row per file (in order) plus one per unmatched item.
+        One row per file (in order) plus one per unmatched item. When the preprocessed
+        images cannot be written (full disk, read-only folder, a file in the way), every
+        prediction is still returned and carries ``save_error``.
 
     Raises:
         ValueError: ``top_k`` out of range or an unknown ``segment``.
@@ -154,6 +158,7 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
         ready.append((len(rows), path, prepared))
         rows.append(None)
     used: set[str] = set()
+    save_error: str | None = None
     if ready:
         probs = softmax(runtime.logits(np.stack([r[2].pixels for r in ready])))
         for (slot, path, prepared), p in zip(ready, probs):
@@ -162,8 +167,15 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
                 str(path), [(int(i), LABELS[i], float(p[i])) for i in order],
                 prepared.passthrough, segment=prepared.segment, fallback=prepared.fallback,
                 pixels=prepared.pixels if keep_pixels else None)
-            if save_preprocessed is not None:
-                _save_seen(Path(save_preprocessed), path, prepared, used)
+            if save_preprocessed is not None and save_error is None:
+                try:
+                    _save_seen(Path(save_preprocessed), path, prepared, used)
+                except OSError as exc:  # full disk, read-only, a file in the way
+                    save_error = (f"--save-preprocessed {save_preprocessed}: cannot write "
+                                  f"{exc.filename or ''} ({exc.strerror or exc}); choose a "
+                                  "writable folder")
+            if save_error is not None:
+                rows[slot] = dataclasses.replace(rows[slot], save_error=save_error)
     return [r for r in rows if r is not None] + failures
 
 
@@ -173,10 +185,13 @@ def to_json(rows: list[Prediction | Failure], model: Path) -> dict:
     results = []
     for r in rows:
         if isinstance(r, Prediction):
-            results.append({"path": r.path, "ok": True, "passthrough": r.passthrough,
-                            "segment": r.segment, "fallback": r.fallback,
-                            "top_k": [{"index": i, "label": label, "probability": p}
-                                      for i, label, p in r.top_k]})
+            row = {"path": r.path, "ok": True, "passthrough": r.passthrough,
+                   "segment": r.segment, "fallback": r.fallback,
+                   "top_k": [{"index": i, "label": label, "probability": p}
+                             for i, label, p in r.top_k]}
+            if r.save_error:
+                row["save_error"] = r.save_error
+            results.append(row)
         else:
             results.append({"path": r.path, "ok": False, "error": r.error})
     return {"model": str(model), "results": results}

@@ -80,3 +80,66 @@ def test_a_named_pipe_is_not_read(tmp_path):
     assert result.exit_code == 1
     row = json.loads(result.stdout)["results"][0]
     assert not row["ok"] and "not a regular file" in row["error"]
+
+
+def _png(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    image = tmp_path / "shoe.png"
+    Image.new("L", (28, 28)).save(image)
+    return image
+
+
+def test_save_preprocessed_on_a_file_still_prints_predictions(tmp_path):
+    in_the_way = tmp_path / "seen"
+    in_the_way.write_text("a file")
+    result = runner.invoke(app, ["predict", str(_png(tmp_path)), "--save-preprocessed",
+                                 str(in_the_way), "--model", str(FIXTURES / "mlp_int8.onnx")])
+    assert result.exit_code == 1
+    assert "shoe.png:" in result.stdout and "%" in result.stdout  # the prediction printed
+    assert "--save-preprocessed" in result.output and "Traceback" not in result.output
+    assert in_the_way.read_text() == "a file"
+
+
+def test_save_preprocessed_on_a_full_disk(tmp_path, monkeypatch):
+    import errno
+
+    from fmnist_edge import atomic
+
+    def full(target, writer):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(atomic, "write_with", full)
+    result = runner.invoke(app, ["predict", str(_png(tmp_path)), "--json", "--save-preprocessed",
+                                 str(tmp_path / "seen"), "--model",
+                                 str(FIXTURES / "mlp_int8.onnx")])
+    assert result.exit_code == 1
+    row = json.loads(result.stdout)["results"][0]
+    assert row["ok"] and "No space left" in row["save_error"]
+
+
+def test_benchmark_outputs_are_checked_before_the_work(tmp_path):
+    model = str(FIXTURES / "mlp_int8.tflite")
+    (tmp_path / "afile").write_text("x")
+    for args, needle in ((["--json", str(tmp_path)], "is a folder"),
+                         (["--csv", str(tmp_path / "afile" / "x.csv")], "is a file"),
+                         (["--runs", "0"], "--runs"), (["--runs", "-3"], "--runs")):
+        result = runner.invoke(app, ["benchmark", model, *args])
+        assert result.exit_code == 1 and needle in result.output, (args, result.output)
+        assert "p50" not in result.output  # failed before measuring
+
+
+def test_benchmark_table_survives_a_full_disk(tmp_path, monkeypatch):
+    import errno
+
+    from fmnist_edge import atomic
+
+    def full(target, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(target))
+
+    monkeypatch.setattr(atomic, "write_json", full)
+    result = runner.invoke(app, ["benchmark", str(FIXTURES / "mlp_int8.tflite"), "--runs", "5",
+                                 "--warmup", "1", "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 1
+    assert "p50" in result.output and "No space left" in result.output
+    assert "Traceback" not in result.output
