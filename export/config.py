@@ -133,6 +133,13 @@ class ExportConfig:
             (self.calibration_samples >= 1, "calibration_samples must be >= 1"),
             (self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0"),
             (self.distill_temperature > 0, "distill_temperature must be > 0"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.latency_runs >= 1, f"--latency-runs must be >= 1, got {self.latency_runs}"),
+            (self.train_limit >= 0, f"--train-limit must be >= 0, got {self.train_limit}"),
+            (0 <= self.val_size < 60000, f"--val-size must be in [0, 60000), got "
+                                         f"{self.val_size}"),
+            (self.float_atol > 0, f"--float-atol must be > 0, got {self.float_atol}"),
         ]
         validate(checks)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -209,7 +210,11 @@ def download_to(target: str | Path, *, mirrors: tuple[str, ...] = MIRRORS,
 
 
 def _decompressed(path: Path, shown_as: str) -> bytes:
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # permission denied, a folder, an I/O error
+        raise DataError(f"{shown_as}: cannot read ({exc.strerror or exc}); check the file's "
+                        "permissions or pass another --data-dir") from exc
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
@@ -240,7 +245,10 @@ def parse_idx(data: bytes, *, source: str = "<bytes>") -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{source}: truncated IDX header")
     shape = tuple(int(s) for s in np.frombuffer(data[4:header], dtype=">u4"))
-    expected = int(np.prod(shape)) if shape else 0
+    if ndim == 0 or 0 in shape:
+        raise DataError(f"{source}: IDX header declares an empty shape {shape}; the file is "
+                        "corrupt")
+    expected = math.prod(shape)  # exact integers: a product of uint32s never overflows
     if len(data) - header != expected:
         raise DataError(f"{source}: IDX header promises {shape} = {expected} bytes of data, "
                         f"file holds {len(data) - header}; the file is truncated or corrupt")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from pathlib import Path
+from typing import Any
 
 DEFAULT_RUNS_DIR = Path("runs")
 MODEL_FILE = "model.keras"
@@ -17,6 +19,22 @@ BACKUP_DIR = "backup"
 
 class RunError(RuntimeError):
     """A run folder or model path is missing or incomplete."""
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    """Parse a run folder's JSON file (``default`` when it does not exist).
+
+    Raises:
+        RunError: unreadable or not JSON (names the file and the way out).
+    """
+    path = Path(path)
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: unreadable or corrupt ({exc}); restore it, or start a new "
+                       "run") from exc
 
 
 def new_run_dir(arch: str, runs_dir: str | Path = DEFAULT_RUNS_DIR) -> Path:

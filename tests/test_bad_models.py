@@ -143,3 +143,59 @@ def test_benchmark_table_survives_a_full_disk(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "p50" in result.output and "No space left" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("field,value,option", [
+    ("zoom", 5.0, "--zoom"), ("val_size", 70000, "--val-size"),
+    ("train_limit", -5, "--train-limit"), ("dropout", 1.5, "--dropout"),
+    ("lr", -1.0, "--lr"), ("shift_px", 20, "--shift-px"), ("photo_augment", 2.0,
+                                                           "--photo-augment")])
+def test_training_options_are_range_checked_by_name(field, value, option):
+    from fmnist_edge.train.config import recipe
+
+    with pytest.raises(ValueError, match=option):
+        recipe("cnn", **{field: value})
+
+
+@pytest.mark.parametrize("field,value,option", [
+    ("batch_size", 0, "--batch-size"), ("latency_runs", 0, "--latency-runs"),
+    ("lr", -1.0, "--lr"), ("val_size", 70000, "--val-size")])
+def test_export_options_are_range_checked_by_name(field, value, option):
+    pytest.importorskip("tensorflow")
+    from fmnist_edge.export.config import ExportConfig
+
+    with pytest.raises(ValueError, match=option):
+        ExportConfig(**{field: value})
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"arch": "cnn", "bogus": 1}'])
+def test_a_corrupt_config_json_names_the_file(tmp_path, text):
+    from fmnist_edge.runs import RunError
+    from fmnist_edge.train.config import TrainConfig
+
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(RunError, match="config.json"):
+        TrainConfig.read(tmp_path / "config.json")
+
+
+def test_idx_headers_with_empty_or_huge_shapes_are_data_errors():
+    from fmnist_edge.data import DataError, parse_idx
+
+    for header in (b"\x00\x00\x08\x00", b"\x00\x00\x08\x02" + b"\x00\x00\x00\x00" * 2,
+                   b"\x00\x00\x08\x03" + b"\xff\xff\xff\xff" * 3):
+        with pytest.raises(DataError):
+            parse_idx(header + b"\x00" * 16, source="x-idx")
+
+
+def test_an_unreadable_data_file_is_a_data_error(tmp_path):
+    from fmnist_edge.data import DataError, read_idx
+
+    folder = tmp_path / "t10k-labels-idx1-ubyte"
+    folder.mkdir()  # a folder where the file should be: reading it fails with an OSError
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.*cannot read"):
+        from fmnist_edge.data import _decompressed
+
+        _decompressed(folder, str(folder))
+    assert read_idx  # the public reader refuses it too (not a file)
+    with pytest.raises(DataError):
+        read_idx(folder)

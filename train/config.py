@@ -7,7 +7,6 @@ CLI options map one-to-one onto :class:`TrainConfig` fields; the resolved config
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,20 +109,44 @@ class TrainConfig:
     photo_pool_size: int = 30000
 
     def __post_init__(self) -> None:
+        a = self.augment
         checks = [
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
-            (self.distribute in DISTRIBUTE, f"distribute must be one of {DISTRIBUTE}"),
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.lr > 0, "lr must be > 0"),
-            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {OPTIMIZERS}"),
+            (self.schedule in SCHEDULES, f"--schedule must be one of {SCHEDULES}"),
+            (self.distribute in DISTRIBUTE, f"--distribute must be one of {DISTRIBUTE}"),
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {self.warmup_epochs}"),
+            (self.min_lr >= 0, f"--min-lr must be >= 0, got {self.min_lr}"),
+            (self.cycle_epochs > 0, f"--cycle-epochs must be > 0, got {self.cycle_epochs}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.l2 >= 0, f"--l2 must be >= 0, got {self.l2}"),
+            (0 <= self.label_smoothing < 1,
+             f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.weight_decay == 0 or self.optimizer != "adam",
-             "weight_decay needs --optimizer adamw or sgd (Adam's L2 is --l2)"),
-            (0 <= self.augment.erasing_prob <= 1, "erasing_prob must be in [0, 1]"),
-            (self.val_size >= 0 and self.train_limit >= 0, "sizes must be >= 0"),
-            (0 <= self.photo_augment <= 1, "photo_augment must be in [0, 1]"),
-            (self.photo_pool_size >= 1, "photo_pool_size must be >= 1"),
+             "--weight-decay needs --optimizer adamw or sgd (Adam's L2 is --l2)"),
+            (self.early_stopping >= 0,
+             f"--early-stopping must be >= 0, got {self.early_stopping}"),
+            # The training file holds 60,000 images; a class needs at least one left.
+            (0 <= self.val_size <= 59990, f"--val-size must be in [0, 59990], got "
+                                          f"{self.val_size}"),
+            (self.train_limit >= 0, f"--train-limit must be >= 0, got {self.train_limit}"),
+            (0 <= a.shift_px <= 13, f"--shift-px must be in [0, 13], got {a.shift_px}"),
+            (0 <= a.rotation_deg <= 180,
+             f"--rotation-deg must be in [0, 180], got {a.rotation_deg}"),
+            (0 <= a.zoom < 1, f"--zoom must be in [0, 1) (0.1 means 0.9-1.1), got {a.zoom}"),
+            (0 <= a.shear_deg < 60, f"--shear-deg must be in [0, 60), got {a.shear_deg}"),
+            (0 <= a.erasing_prob <= 1, f"--erasing-prob must be in [0, 1], got "
+                                       f"{a.erasing_prob}"),
+            (self.dropout is None or 0 <= self.dropout < 1,
+             f"--dropout must be in [0, 1), got {self.dropout}"),
+            (self.input_size is None or 28 <= self.input_size <= 512,
+             f"--input-size must be in [28, 512], got {self.input_size}"),
+            (0 <= self.photo_augment <= 1,
+             f"--photo-augment must be in [0, 1], got {self.photo_augment}"),
+            (self.photo_pool_size >= 1,
+             f"--photo-pool-size must be >= 1, got {self.photo_pool_size}"),
         ]
         validate(checks)
 
@@ -138,7 +161,14 @@ class TrainConfig:
 
     @classmethod
     def read(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        from fmnist_edge.runs import RunError, read_json
+
+        data = read_json(path)
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise RunError(f"{path}: not a valid training config ({exc}); restore it, or "
+                           "start a new run") from exc
 
 
 def validate(checks: list[tuple[bool, str]]) -> None:

@@ -8,7 +8,6 @@ state (tf_keras BackupAndRestore) and ``state.json`` the status.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import platform
@@ -93,7 +92,7 @@ def write_state(run_dir: Path, status: str, **extra: Any) -> None:
     provenance records (``segments``) unless ``extra`` replaces them."""
     path = run_dir / runs.STATE_FILE
     if "segments" not in extra and path.is_file():
-        extra["segments"] = json.loads(path.read_text()).get("segments", [])
+        extra["segments"] = runs.read_json(path, {}).get("segments", [])
     atomic.write_json(path, {"status": status, **extra})
 
 
@@ -145,7 +144,7 @@ def fit(model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path, 
                            num_classes=num_classes) if has_val else None)
     monitor = "val_accuracy" if has_val else "accuracy"
     history_json = run_dir / f"{prefix}{runs.HISTORY_JSON}"
-    previous = json.loads(history_json.read_text()) if history_json.is_file() else []
+    previous = runs.read_json(history_json, [])
     best = max((h[monitor] for h in previous if monitor in h), default=-math.inf)
     model_path = run_dir / f"{prefix}{runs.MODEL_FILE}"
     # The resumable state is saved last at each epoch end: a kill while the checkpoint or the
@@ -184,7 +183,7 @@ def write_report(model: keras.Model, splits: Splits, run_dir: Path, *, prefix: s
     atomic.write_json(run_dir / f"{prefix}{runs.METRICS_FILE}", metrics)
     history_path = run_dir / f"{prefix}{runs.HISTORY_JSON}"
     if history_path.is_file():
-        plots.training_curves(json.loads(history_path.read_text()),
+        plots.training_curves(runs.read_json(history_path, []),
                               run_dir / f"{prefix}training_curves.png")
     plots.confusion_matrix(np.array(metrics["confusion_matrix"]),
                            run_dir / f"{prefix}confusion_matrix.png")
@@ -250,11 +249,11 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale_temps(run_dir)
     history_path = run_dir / runs.HISTORY_JSON
-    earlier = json.loads(history_path.read_text()) if history_path.is_file() else []
+    earlier = runs.read_json(history_path, [])
     # Provenance is taken when a segment starts (the code that runs is the code loaded then);
     # a resumed run keeps its earlier segments' records.
     state_path = run_dir / runs.STATE_FILE
-    segments = (json.loads(state_path.read_text()).get("segments", [])
+    segments = (runs.read_json(state_path, {}).get("segments", [])
                 if earlier and state_path.is_file() else [])
     segments.append(provenance())
     atomic.write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
@@ -264,7 +263,7 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
         best = fit(model, config, splits, run_dir, verbose=verbose)
     # A resumed run also counts the epochs its earlier segments completed.
     train_time = time.perf_counter() - start + sum(h["epoch_time_s"] for h in earlier)
-    history = json.loads(history_path.read_text())
+    history = runs.read_json(history_path, [])
     metrics = write_report(best, splits, run_dir, extra={
         "arch": config.arch,
         "train_images": int(len(splits.x_train)),
