@@ -80,13 +80,23 @@ def machine() -> dict:
 def input_images(data_dir: str | Path | None = None, count: int = 512
                  ) -> tuple[np.ndarray, str]:
     """Real test images when Fashion-MNIST is on disk (no download), else seeded random
-    pixels (latency does not depend on content). Returns ``(uint8[count, 28, 28], source)``."""
+    pixels (latency does not depend on content). Returns ``(uint8[count, 28, 28], source)``;
+    ``source`` says why random pixels were used.
+
+    Raises:
+        fmnist_edge.data.DataError: the data was found (or named with ``--data-dir``) but is
+            corrupt or incomplete: that is never silently replaced by random pixels.
+    """
     try:
-        images, _ = data.load_split("test", data_dir, download=False)
-        return images[:count], "fashion-mnist test images"
-    except data.DataError:
+        data.locate(data_dir, download=False)
+    except data.DataError as exc:
+        if data_dir is not None:
+            raise
         rng = np.random.default_rng(0)
-        return rng.integers(0, 256, (count, 28, 28), dtype=np.uint8), "random pixels"
+        return (rng.integers(0, 256, (count, 28, 28), dtype=np.uint8),
+                f"random pixels (Fashion-MNIST not found: {exc})")
+    images, _ = data.load_split("test", data_dir, download=False)
+    return images[:count], "fashion-mnist test images"
 
 
 def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs: int = 200,

@@ -138,6 +138,9 @@ def evaluate(
     segment: Annotated[str | None, typer.Option(
         help="With --photos: foreground method grabcut, trim or none (as predict).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="Check the model file's sha256 against its card.")
+    ] = True,
     data_dir: DataDir = None,
 ) -> None:
     """Top-1 accuracy, per-class precision/recall and confusion matrix on the test set, or
@@ -155,10 +158,11 @@ def evaluate(
         model_path = resolve_model(model) if model is not None else default_model()
         if photos is not None:
             report = {"model": str(model_path),
-                      **evaluate_photos(photos, load(model_path), segment=segment,
+                      **evaluate_photos(photos, load(model_path, verify=verify),
+                                        segment=segment,
                                         montage=montage)}
         else:
-            report = evaluate_model(model_path, data_dir=data_dir)
+            report = evaluate_model(model_path, data_dir=data_dir, verify=verify)
     except (DataError, RunError, ModelFileError, PhotoSetError, FileNotFoundError,
             ImportError, ValueError) as exc:
         _fail(str(exc))
@@ -210,6 +214,9 @@ def predict(
              "(the paper's trim to the corner colour, for studio shots) or none; default "
              "grabcut, or trim without OpenCV.")] = None,
     threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="Check the model file's sha256 against its card.")
+    ] = True,
 ) -> None:
     """Classify real photos (Fashion-MNIST conversion pipeline, then the model).
 
@@ -219,7 +226,7 @@ def predict(
 
     try:
         model_path = model if model is not None else default_model()
-        runtime = load(model_path, num_threads=threads)
+        runtime = load(model_path, num_threads=threads, verify=verify)
         rows = predict_paths(paths, runtime, top_k=top_k, save_preprocessed=save_preprocessed,
                              segment=segment)
     except (ModelFileError, FileNotFoundError, ImportError, ValueError) as exc:
@@ -269,6 +276,7 @@ def benchmark(
     from fmnist_edge import atomic
     from fmnist_edge.benchmark import benchmark as run_benchmark
     from fmnist_edge.benchmark import to_csv, to_table
+    from fmnist_edge.data import DataError
     from fmnist_edge.runtime import ModelFileError
 
     if runs < 1 or warmup < 0 or (duration is not None and duration <= 0):
@@ -280,7 +288,7 @@ def benchmark(
         result = run_benchmark(models, batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
                                threads=_int_list(threads, "--threads"), runs=runs,
                                duration_s=duration, warmup=warmup, data_dir=data_dir)
-    except (ModelFileError, ImportError, ValueError) as exc:
+    except (ModelFileError, DataError, ImportError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(to_table(result))
     try:

@@ -11,7 +11,7 @@ from fmnist_edge.runtime import load
 
 
 def evaluate_model(path: str | Path, *, data_dir: str | Path | None = None,
-                   num_threads: int | None = None) -> dict[str, Any]:
+                   num_threads: int | None = None, verify: bool = True) -> dict[str, Any]:
     """Evaluate a run folder or model file on the 10,000 Fashion-MNIST test images.
 
     Returns:
@@ -23,7 +23,7 @@ def evaluate_model(path: str | Path, *, data_dir: str | Path | None = None,
         fmnist_edge.data.DataError: missing or corrupt test data.
     """
     model_path = runs.resolve_model(path)
-    runtime = load(model_path, num_threads=num_threads)
+    runtime = load(model_path, num_threads=num_threads, verify=verify)
     images, labels = data.load_split("test", data_dir)
     report = classification_report(runtime.logits(images), labels)
     return {"model": str(model_path), **report}

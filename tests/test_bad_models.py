@@ -199,3 +199,33 @@ def test_an_unreadable_data_file_is_a_data_error(tmp_path):
     assert read_idx  # the public reader refuses it too (not a file)
     with pytest.raises(DataError):
         read_idx(folder)
+
+
+def test_a_model_whose_bytes_changed_is_refused_unless_no_verify(tmp_path):
+    import hashlib
+
+    model = tmp_path / "m.onnx"
+    blob = bytearray((FIXTURES / "mlp_int8.onnx").read_bytes())
+    (tmp_path / "m.onnx.json").write_text(json.dumps(
+        {"name": "mlp", "format": "onnx-int8", "sha256": hashlib.sha256(blob).hexdigest()}))
+    blob[-200] ^= 0xFF  # one flipped byte in the weights: the model still loads and runs
+    model.write_bytes(bytes(blob))
+    with pytest.raises(ModelFileError, match="m.onnx.*sha256.*--no-verify"):
+        load(model)
+    assert load(model, verify=False).logits(np.zeros((1, 28, 28), np.uint8)).shape == (1, 10)
+    image = _png(tmp_path)
+    result = runner.invoke(app, ["predict", str(image), "--model", str(model)])
+    assert result.exit_code == 1 and "sha256" in result.output
+    result = runner.invoke(app, ["predict", str(image), "--model", str(model), "--no-verify"])
+    assert result.exit_code == 0, result.output
+
+
+def test_benchmark_refuses_corrupt_data_instead_of_random_pixels(tmp_path):
+    bad = tmp_path / "data"
+    bad.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (bad / f"{name}.gz").write_bytes(b"\x1f\x8b broken")
+    result = runner.invoke(app, ["benchmark", str(FIXTURES / "mlp_int8.tflite"), "--runs", "3",
+                                 "--data-dir", str(bad)])
+    assert result.exit_code == 1 and "gzip" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 from collections.abc import Callable
@@ -62,12 +63,36 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 
-def load(path: str | Path, *, num_threads: int | None = None) -> Runtime:
+def verify_sha256(runtime: Runtime) -> None:
+    """Check the file against the sha256 its JSON sidecar card records (cards embedded in
+    the model cannot record their own file's hash and are not checked).
+
+    Raises:
+        ModelFileError: the digests differ (the file was corrupted or changed).
+    """
+    from fmnist_edge.runtime.card import sidecar_path
+
+    expected = runtime.card.sha256
+    if not expected or not sidecar_path(runtime.path).is_file():
+        return
+    digest = hashlib.sha256()
+    with open(runtime.path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise ModelFileError(f"{runtime.path}: sha256 {digest.hexdigest()[:16]}... differs from "
+                             f"the {expected[:16]}... its card {sidecar_path(runtime.path).name} "
+                             "records: the file is corrupt or was changed; export or copy it "
+                             "again (or pass --no-verify to run it anyway)")
+
+
+def load(path: str | Path, *, num_threads: int | None = None, verify: bool = True) -> Runtime:
     """Load a model file with the runtime its suffix calls for.
 
     Args:
         path: a ``.tflite``, ``.onnx`` or ``.keras`` file.
         num_threads: intra-op threads (``None``: the library default).
+        verify: check the file's sha256 against its sidecar card (:func:`verify_sha256`).
 
     A model is run once on two blank images before it is returned, so a file that loads but
     cannot run (a fixed batch size it cannot serve, an op that fails at invoke, NaN
@@ -90,6 +115,8 @@ def load(path: str | Path, *, num_threads: int | None = None) -> Runtime:
         raise ModelFileError(f"{path}: no such model file")
     module, cls = BACKENDS[path.suffix]
     runtime = getattr(importlib.import_module(module), cls)(path, num_threads=num_threads)
+    if verify:
+        verify_sha256(runtime)
     try:
         out = runtime.logits(np.zeros((2, 28, 28), np.uint8))
     except ModelFileError:
