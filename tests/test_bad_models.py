@@ -229,3 +229,20 @@ def test_benchmark_refuses_corrupt_data_instead_of_random_pixels(tmp_path):
     result = runner.invoke(app, ["benchmark", str(FIXTURES / "mlp_int8.tflite"), "--runs", "3",
                                  "--data-dir", str(bad)])
     assert result.exit_code == 1 and "gzip" in result.output
+
+
+@pytest.mark.tf
+def test_imagenet_weights_offline_is_a_clear_error(monkeypatch):
+    from fmnist_edge.train import architectures
+    from fmnist_edge.train.keras_shim import keras
+
+    def offline(*args, **kwargs):  # what keras' get_file raises without network
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- "
+                        "[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(keras.utils, "get_file", offline)
+    import tf_keras.src.applications.mobilenet_v2 as mobilenet_v2
+
+    monkeypatch.setattr(mobilenet_v2.data_utils, "get_file", offline)
+    with pytest.raises(FileNotFoundError, match="--weights imagenet.*--weights PATH"):
+        architectures.build("mobilenetv2", input_size=32, weights="imagenet")

@@ -161,9 +161,19 @@ def build_backbone(name: str, *, input_size: int = 32, weights: str | None = Non
     x = layers.Normalization(mean=list(mean), variance=[s * s for s in std],
                              name="imagenet_normalize")(x)
     kwargs = {"alpha": alpha} if name == "mobilenetv2" else {}
-    backbone = getattr(keras.applications, app_name)(
-        include_top=False, weights=weights, input_tensor=x, pooling="avg", **kwargs
-    )
+    try:
+        backbone = getattr(keras.applications, app_name)(
+            include_top=False, weights=weights, input_tensor=x, pooling="avg", **kwargs
+        )
+    except Exception as exc:  # keras' get_file raises a bare Exception when offline
+        if weights != "imagenet" or "fetch" not in str(exc).lower():
+            raise
+        raise FileNotFoundError(
+            f"--weights imagenet: the {app_name} ImageNet weights are not in the Keras cache "
+            f"(~/.keras/models or $KERAS_HOME/models) and cannot be downloaded here "
+            f"({str(exc).splitlines()[0]}); download the include_top=False .h5 file on a "
+            "machine with network and pass --weights PATH, or train with --weights none"
+        ) from exc
     outputs = _logits(backbone.output, dropout)
     return keras.Model(inputs, outputs, name=name)
 
