@@ -214,6 +214,10 @@ def predict(
              "(the paper's trim to the corner colour, for studio shots) or none; default "
              "grabcut, or trim without OpenCV.")] = None,
     threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
+    max_pixels: Annotated[int | None, typer.Option(
+        help="Refuse images larger than this many pixels (width x height); default "
+             "100,000,000. JPEGs are decoded reduced; a PNG needs about 3 bytes per pixel."
+    )] = None,
     verify: Annotated[bool, typer.Option(
         "--verify/--no-verify", help="Check the model file's sha256 against its card.")
     ] = True,
@@ -228,7 +232,8 @@ def predict(
         model_path = model if model is not None else default_model()
         runtime = load(model_path, num_threads=threads, verify=verify)
         rows = predict_paths(paths, runtime, top_k=top_k, save_preprocessed=save_preprocessed,
-                             segment=segment)
+                             segment=segment,
+                             **({"max_pixels": max_pixels} if max_pixels is not None else {}))
     except (ModelFileError, FileNotFoundError, ImportError, ValueError) as exc:
         _fail(str(exc))
     if as_json:

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from fmnist_edge.contract import LABELS, softmax
-from fmnist_edge.preprocess import SEGMENTS, ImageError, Prepared, load_image
+from fmnist_edge.preprocess import MAX_PIXELS, SEGMENTS, ImageError, Prepared, load_image
 from fmnist_edge.runtime import Runtime
 
 #: Suffixes picked up when a directory is given (Pillow decodes these).
@@ -121,7 +121,8 @@ def _save_seen(out: Path, path: Path, prepared: Prepared, used: set[str]) -> Non
 
 def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
                   save_preprocessed: str | Path | None = None, segment: str | None = None,
-                  keep_pixels: bool = False) -> list[Prediction | Failure]:
+                  keep_pixels: bool = False, max_pixels: int = MAX_PIXELS
+                  ) -> list[Prediction | Failure]:
     """Classify every image found in ``items``; broken files become :class:`Failure` rows.
 
     Args:
@@ -133,6 +134,8 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
         segment: foreground method, see :func:`fmnist_edge.preprocess.convert` (``None``:
             the default, GrabCut when OpenCV is installed).
         keep_pixels: keep each image's ``uint8[28, 28]`` in ``Prediction.pixels``.
+        max_pixels: larger images (width x height) are refused (a :class:`Failure`), see
+            :func:`fmnist_edge.preprocess.open_image`.
 
     Returns:
         One row per file (in order) plus one per unmatched item. When the preprocessed
@@ -144,6 +147,8 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
     """
     if not 1 <= top_k <= len(LABELS):
         raise ValueError(f"top_k must be in 1..{len(LABELS)}, got {top_k}")
+    if max_pixels < 1:
+        raise ValueError(f"--max-pixels must be >= 1, got {max_pixels}")
     if segment is not None and segment not in SEGMENTS:
         raise ValueError(f"--segment must be one of {', '.join(SEGMENTS)}, got {segment!r}")
     files, failures = expand_paths(items)
@@ -151,7 +156,7 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
     ready: list[tuple[int, Path, Prepared]] = []
     for path in files:
         try:
-            prepared = load_image(path, segment)
+            prepared = load_image(path, segment, max_pixels=max_pixels)
         except ImageError as exc:
             rows.append(Failure(str(path), str(exc)))
             continue

@@ -19,6 +19,7 @@ Pillow's decompression-bomb guard stays on.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,10 @@ RESAMPLE = Image.Resampling.BOX
 #: Longest edge (pixels) an image is decoded at: the conversion ends at 28x28 and GrabCut
 #: works at 96, so larger decodes only cost time and memory (:func:`open_image`).
 DECODE_EDGE = 512
+#: Largest image (width x height) decoded by default; about 3 bytes per pixel are needed
+#: while a PNG decodes (a JPEG is decoded reduced). Pillow warns above 89 Mpx and refuses
+#: above 179 Mpx (its decompression-bomb guard, which stays on).
+MAX_PIXELS = 100_000_000
 #: Foreground methods: GrabCut mask (OpenCV), the paper's trim to the corner colour, or none
 #: (the whole frame, negated when light).
 SEGMENTS = ("grabcut", "trim", "none")
@@ -75,34 +80,60 @@ class Prepared:
     mask: np.ndarray | None = None
 
 
-def open_image(path: str | Path, *, max_edge: int | None = DECODE_EDGE) -> Image.Image:
+def open_image(path: str | Path, *, max_edge: int | None = DECODE_EDGE,
+               max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode ``path`` with Pillow, with EXIF orientation applied, no larger than needed.
 
     A JPEG is decoded at the smallest DCT scale (1/2, 1/4, 1/8) that keeps both sides at
     least ``max_edge`` (Pillow's ``draft``); any image still more than twice ``max_edge`` on
-    its longest side is then reduced by an integer factor (``Image.reduce``, box average).
-    A 12 Mpx phone JPEG is so decoded at 1/2 and never held at full size in memory.
+    its longest side is then reduced by an integer factor (``Image.reduce``, box average;
+    palette and 1-bit images by nearest-neighbour resizing, which keeps them small). A 12 Mpx
+    phone JPEG is so decoded at 1/4 and never held at full size in memory.
 
     Args:
-        path: the image file.
+        path: the image file (a regular file: pipes and devices are refused).
         max_edge: decode size bound in pixels (``None``: full size).
+        max_pixels: images with more pixels (width x height) are refused before decoding
+            (``predict --max-pixels``); Pillow's own decompression-bomb guard stays on.
 
     Raises:
-        ImageError: missing, unreadable, truncated, unsupported, or a decompression bomb.
+        ImageError: missing, not a regular file, unreadable, truncated, unsupported, larger
+            than ``max_pixels``, or a decompression bomb.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ImageError(f"{path}: not a regular file (a folder, pipe or device)")
     try:
-        with Image.open(path) as img:
-            if max_edge and img.format == "JPEG":
-                img.draft(img.mode, (max_edge, max_edge))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            factor = max(img.size) // max_edge if max_edge else 1
-            return img.reduce(factor) if factor >= 2 and img.mode not in ("P", "1") else img
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # --max-pixels decides
+            with Image.open(path) as img:
+                if img.width * img.height > max_pixels:
+                    raise ImageError(
+                        f"{path}: {img.width}x{img.height} is {img.width * img.height / 1e6:.0f}"
+                        f" Mpx, more than --max-pixels {max_pixels:,}; downscale the image or "
+                        "raise --max-pixels (decoding needs about 3 bytes per pixel)")
+                if max_edge and img.format == "JPEG":
+                    img.draft(img.mode, (max_edge, max_edge))
+                img.load()
+                # Reduce first, then orient: exif_transpose copies the image it is given.
+                factor = max(img.size) // max_edge if max_edge else 1
+                if factor >= 2 and img.mode in ("P", "1"):
+                    size = (max(1, img.width // factor), max(1, img.height // factor))
+                    reduced = img.resize(size, Image.Resampling.NEAREST)
+                elif factor >= 2:
+                    reduced = img.reduce(factor)
+                else:
+                    reduced = img
+                if reduced is not img:
+                    reduced.info, reduced.encoderinfo = img.info, {}
+                    if "exif" in img.info or img.getexif():
+                        reduced.getexif().update(img.getexif())
+                return ImageOps.exif_transpose(reduced)
     except FileNotFoundError as exc:
         raise ImageError(f"{path}: no such file") from exc
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{path}: refused as a possible decompression bomb ({exc})") from exc
+        raise ImageError(f"{path}: refused as a possible decompression bomb ({exc}); "
+                         "raise --max-pixels only for a file you trust") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: cannot decode image ({exc}); is it a complete image "
                          "file?") from exc
@@ -257,8 +288,9 @@ def convert(img: Image.Image, segment: str | None = None) -> Prepared:
     return Prepared(_convert_trim(rgb, crop=segment == "trim"), False, segment)
 
 
-def load_image(path: str | Path, segment: str | None = None) -> Prepared:
-    """Decode and convert one image file (``segment``: see :func:`convert`).
+def load_image(path: str | Path, segment: str | None = None, *,
+               max_pixels: int = MAX_PIXELS) -> Prepared:
+    """Decode (:func:`open_image`) and convert (:func:`convert`) one image file.
 
     Returns:
         :class:`Prepared` (``pixels``: ``uint8[28, 28]``).
@@ -266,4 +298,4 @@ def load_image(path: str | Path, segment: str | None = None) -> Prepared:
     Raises:
         ImageError: the file cannot be decoded (names the file and the reason).
     """
-    return convert(open_image(path), segment)
+    return convert(open_image(path, max_pixels=max_pixels), segment)

@@ -246,3 +246,18 @@ def test_imagenet_weights_offline_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(mobilenet_v2.data_utils, "get_file", offline)
     with pytest.raises(FileNotFoundError, match="--weights imagenet.*--weights PATH"):
         architectures.build("mobilenetv2", input_size=32, weights="imagenet")
+
+
+def test_max_pixels_refuses_a_large_image_by_name(tmp_path):
+    from PIL import Image
+
+    big = tmp_path / "poster.png"
+    Image.new("L", (3000, 2000), 255).save(big)
+    model = str(FIXTURES / "mlp_int8.onnx")
+    result = runner.invoke(app, ["predict", str(big), "--max-pixels", "1000000", "--model", model])
+    assert result.exit_code == 1 and "poster.png" in result.output
+    assert "--max-pixels" in result.output
+    result = runner.invoke(app, ["predict", str(big), "--model", model])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["predict", str(big), "--max-pixels", "0", "--model", model])
+    assert result.exit_code == 1 and "--max-pixels" in result.output

@@ -140,3 +140,18 @@ def test_large_photos_are_decoded_reduced(product, tmp_path):
         assert _similar(preprocess.convert(img, "trim").pixels, small, tol=12)
     full = preprocess.open_image(tmp_path / "big.jpg", max_edge=None)
     assert full.size == big.size
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_exif_orientation_survives_reduced_decoding(tmp_path, suffix):
+    stored = Image.new("RGB", (4000, 1500), "white")  # stored sideways, tag 6 turns it upright
+    stored.paste(Image.new("RGB", (500, 1500), (0, 0, 0)), (0, 0))  # dark band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f"sideways{suffix}"
+    stored.save(path, exif=exif.tobytes())
+    img = preprocess.open_image(path)
+    assert img.height > img.width  # upright: portrait
+    assert max(img.size) < 2 * preprocess.DECODE_EDGE
+    top = np.asarray(img.convert("L"))[: img.height // 10]
+    assert top.mean() < 60  # rotating 90 degrees clockwise put the dark band on top
