@@ -180,8 +180,11 @@ def _device_table() -> str:
     path = RESULTS / "cold_predict.json"
     if path.is_file():
         r = json.loads(path.read_text())
-        rows.append(f"| cold `fmnist-edge predict one.png`, runtime-only install, p50 of "
-                    f"{r['repeats']} | {r['p50_s']:.3f} s (max {r['max_s']:.3f} s) | < 0.5 s |")
+        image = ("one.jpg, " + "x".join(map(str, r["image_size"])) + " photo"
+                 if "image_size" in r else "one.png")
+        rows.append(f"| cold `fmnist-edge predict` ({image}), runtime-only install, p50 of "
+                    f"{r['repeats']} | {r['p50_s']:.3f} s (max {r['max_s']:.3f} s) "
+                    "| <= 0.5 s |")
     path = RESULTS / "runtime_overhead.json"
     if path.is_file():
         for r in json.loads(path.read_text())["rows"]:
@@ -191,9 +194,37 @@ def _device_table() -> str:
     return "\n".join(rows)
 
 
+def _photos_table() -> str:
+    """Real-photo development set: top-1 per kind for each model and foreground method."""
+    path = RESULTS / "realphotos_dev.json"
+    if not path.is_file():
+        return "(no result yet: run benchmarks/realphotos.py)"
+    doc = json.loads(path.read_text())
+    kinds = ["flatlay", "worn", "product", "casual"]
+    rows = ["| model | --segment | " + " | ".join(kinds) + " | all | weakest class |",
+            "|---|---|" + "---|" * (len(kinds) + 2)]
+    for r in doc["results"]:
+        per_kind = r["per_kind"]
+        cells = [f"{per_kind[k]['top1_accuracy']:.1%} ({per_kind[k]['photos']})"
+                 if k in per_kind else "" for k in kinds]
+        name, worst = min(r["per_class"].items(), key=lambda kv: kv[1]["top1_accuracy"])
+        rows.append(f"| {r.get('label') or Path(r['model']).name} | {r['segment']} | "
+                    + " | ".join(cells)
+                    + f" | {r['top1_accuracy']:.1%} | {name} {worst['top1_accuracy']:.0%} |")
+    conv = doc["conversion"]
+    rows.append("")
+    rows.append("Conversion of one photo (decoded image to 28x28, one thread, median "
+                f"{conv['median_size_px'][0]}x{conv['median_size_px'][1]} px, "
+                f"{conv['timed_photos']} photos): "
+                + ", ".join(f"{s} p50 {conv[s]['p50_ms']:.1f} ms" for s in ("grabcut", "trim",
+                                                                          "none") if s in conv)
+                + f" (bar for grabcut: <= 30 ms on {doc['machine']['cpu']}).")
+    return "\n".join(rows)
+
+
 #: README block name -> renderer; each block sits between <!-- results:NAME --> markers.
 TABLES = {"train": _train_table, "export": _export_table, "zoo": _zoo_table,
-          "device": _device_table}
+          "device": _device_table, "photos": _photos_table}
 
 
 def update_readme(readme: Path = ROOT / "README.md") -> None:

@@ -50,6 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, required=True)
     parser.add_argument("--model", type=Path, action="append", required=True)
+    parser.add_argument("--label", action="append", default=[],
+                        help="a name per --model for the README table")
     parser.add_argument("--segments", default=",".join(preprocess.SEGMENTS))
     parser.add_argument("--timing-photos", type=int, default=60,
                         help="photos timed for the conversion cost (every k-th of the set)")
@@ -61,12 +63,13 @@ def main() -> None:
     timed = [p.path for p in photos[::step]]
     sizes = [preprocess.open_image(p).size for p in timed]
     results = []
-    for model in args.model:
+    labels = args.label + [None] * (len(args.model) - len(args.label))
+    for model, label in zip(args.model, labels):
         runtime = load(model)
         for segment in segments:
             report = evaluate_photos(args.photos, runtime, segment=segment)
             report.pop("folder")
-            row = {"model": str(model), "model_sha256": runtime.card.sha256,
+            row = {"model": str(model), "label": label, "model_sha256": runtime.card.sha256,
                    "segment": segment, **report}
             results.append(row)
             kinds = "  ".join(f"{k} {v['top1_accuracy']:.1%}"
