@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import glob
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from fmnist_edge.runtime import Runtime
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm", ".pbm"}
 MODELS_DIR = Path(__file__).parent / "models"
+#: Files converted (on all cores) and classified per model call: bounds the memory of a
+#: large folder while keeping batches large enough for the runtimes.
+CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -152,36 +157,46 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
     if segment is not None and segment not in SEGMENTS:
         raise ValueError(f"--segment must be one of {', '.join(SEGMENTS)}, got {segment!r}")
     files, failures = expand_paths(items)
-    rows: list[Prediction | Failure | None] = []
-    ready: list[tuple[int, Path, Prepared]] = []
-    for path in files:
-        try:
-            prepared = load_image(path, segment, max_pixels=max_pixels)
-        except ImageError as exc:
-            rows.append(Failure(str(path), str(exc)))
-            continue
-        ready.append((len(rows), path, prepared))
-        rows.append(None)
+    rows: list[Prediction | Failure] = []
     used: set[str] = set()
     save_error: str | None = None
-    if ready:
-        probs = softmax(runtime.logits(np.stack([r[2].pixels for r in ready])))
-        for (slot, path, prepared), p in zip(ready, probs):
-            order = np.argsort(-p)[:top_k]
-            rows[slot] = Prediction(
-                str(path), [(int(i), LABELS[i], float(p[i])) for i in order],
-                prepared.passthrough, segment=prepared.segment, fallback=prepared.fallback,
-                pixels=prepared.pixels if keep_pixels else None)
-            if save_preprocessed is not None and save_error is None:
-                try:
-                    _save_seen(Path(save_preprocessed), path, prepared, used)
-                except OSError as exc:  # full disk, read-only, a file in the way
-                    save_error = (f"--save-preprocessed {save_preprocessed}: cannot write "
-                                  f"{exc.filename or ''} ({exc.strerror or exc}); choose a "
-                                  "writable folder")
-            if save_error is not None:
-                rows[slot] = dataclasses.replace(rows[slot], save_error=save_error)
-    return [r for r in rows if r is not None] + failures
+
+    def convert_one(path: Path) -> Prepared | ImageError:
+        try:
+            return load_image(path, segment, max_pixels=max_pixels)
+        except ImageError as exc:
+            return exc
+
+    # Decoding (Pillow) and segmentation (OpenCV) release the GIL: convert a chunk of files on
+    # every core, then run the model on that chunk; memory stays bounded by the chunk size.
+    workers = min(len(files), os.cpu_count() or 1) or 1
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(files), CHUNK):
+            chunk = files[start:start + CHUNK]
+            converted = list(pool.map(convert_one, chunk))
+            ready = [c.pixels for c in converted if not isinstance(c, ImageError)]
+            probs = iter(softmax(runtime.logits(np.stack(ready))) if ready else ())
+            for path, prepared in zip(chunk, converted):
+                if isinstance(prepared, ImageError):
+                    rows.append(Failure(str(path), str(prepared)))
+                    continue
+                p = next(probs)
+                order = np.argsort(-p)[:top_k]
+                row = Prediction(
+                    str(path), [(int(i), LABELS[i], float(p[i])) for i in order],
+                    prepared.passthrough, segment=prepared.segment, fallback=prepared.fallback,
+                    pixels=prepared.pixels if keep_pixels else None)
+                if save_preprocessed is not None and save_error is None:
+                    try:
+                        _save_seen(Path(save_preprocessed), path, prepared, used)
+                    except OSError as exc:  # full disk, read-only, a file in the way
+                        save_error = (f"--save-preprocessed {save_preprocessed}: cannot write "
+                                      f"{exc.filename or ''} ({exc.strerror or exc}); choose a "
+                                      "writable folder")
+                if save_error is not None:
+                    row = dataclasses.replace(row, save_error=save_error)
+                rows.append(row)
+    return rows + failures
 
 
 def to_json(rows: list[Prediction | Failure], model: Path) -> dict:

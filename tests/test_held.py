@@ -40,7 +40,7 @@ def test_keras_lambda_with_python_code_is_refused_everywhere(tmp_path):
 
 
 def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path):
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     (tmp_path / "secret.bin").write_bytes(np.ones((784, 10), np.float32).tobytes())
