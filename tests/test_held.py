@@ -117,3 +117,40 @@ def test_training_on_a_full_disk_is_a_clear_error(tmp_path, data_dir):
     assert "error: cannot write" in done.stderr and "Traceback" not in done.stderr
     run = next((tmp_path / "runs" / "cnn").iterdir())
     assert not list(run.glob(".*.tmp*"))  # no half-written checkpoint left behind
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_a_kill_while_the_checkpoint_is_written_keeps_the_history_whole(tmp_path, data_dir,
+                                                                       monkeypatch):
+    """The process dies inside the epoch-end checkpoint write (no later callback runs, as
+    with SIGKILL); --resume must repeat that epoch, so history.json has every epoch once."""
+    from fmnist_edge.train import callbacks, trainer
+    from fmnist_edge.train.config import recipe
+
+    original = callbacks.BestCheckpoint.on_epoch_end
+
+    def dies_at_epoch_1(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt  # stands in for the kill: nothing after it runs
+        return original(self, epoch, logs)
+
+    monkeypatch.setattr(callbacks.BestCheckpoint, "on_epoch_end", dies_at_epoch_1)
+    config = recipe("mlp", epochs=3, batch_size=64, train_limit=300, val_size=100)
+    with pytest.raises(trainer.TrainingInterrupted):
+        trainer.train(config, data_dir=data_dir, runs_dir=tmp_path, verbose=0)
+    monkeypatch.setattr(callbacks.BestCheckpoint, "on_epoch_end", original)
+    run = next((tmp_path / "mlp").iterdir())
+    trainer.resume(run, data_dir=data_dir, verbose=0)
+    import json
+
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+
+
+def test_a_corrupt_history_names_the_file(tmp_path):
+    from fmnist_edge.runs import RunError, read_json
+
+    (tmp_path / "history.json").write_text('[{"epoch": 0,')
+    with pytest.raises(RunError, match="history.json"):
+        read_json(tmp_path / "history.json", [])
