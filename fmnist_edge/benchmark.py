@@ -88,7 +88,7 @@ def input_images(data_dir: str | Path | None = None, count: int = 512
             corrupt or incomplete: that is never silently replaced by random pixels.
     """
     try:
-        data.locate(data_dir, download=False)
+        data.locate(data_dir, download=False, splits=("test",))
     except data.DataError as exc:
         if data_dir is not None:
             raise

@@ -87,8 +87,12 @@ def _file_in(directory: Path, name: str) -> Path | None:
     return None
 
 
-def _complete(directory: Path) -> bool:
-    return all(_file_in(directory, f.name) for f in FILES.values())
+def _needed(splits: tuple[str, ...]) -> list[IdxFile]:
+    return [f for (split, _), f in FILES.items() if split in splits]
+
+
+def _complete(directory: Path, splits: tuple[str, ...] = SPLITS) -> bool:
+    return all(_file_in(directory, f.name) for f in _needed(splits))
 
 
 def candidate_dirs(data_dir: str | Path | None = None) -> list[tuple[str, Path]]:
@@ -104,8 +108,9 @@ def candidate_dirs(data_dir: str | Path | None = None) -> list[tuple[str, Path]]
 
 
 def locate(data_dir: str | Path | None = None, *, download: bool = True,
-           progress: bool = False) -> Path:
-    """Find the folder holding the four files, downloading them if allowed and needed.
+           progress: bool = False, splits: tuple[str, ...] = SPLITS) -> Path:
+    """Find the folder holding the files of ``splits`` (default: all four files), downloading
+    them if allowed and needed. ``evaluate`` needs only the two ``t10k`` files.
 
     Order: ``data_dir`` (``--data-dir``), ``$FMNIST_EDGE_DATA``, the Keras cache, the package
     cache. A folder named explicitly (argument or environment variable) must hold the files:
@@ -121,10 +126,10 @@ def locate(data_dir: str | Path | None = None, *, download: bool = True,
     """
     places = candidate_dirs(data_dir)
     for how, path in places:
-        if _complete(path):
+        if _complete(path, splits):
             return path
         if how in ("--data-dir", f"${ENV_VAR}"):
-            missing = [f.name for f in FILES.values() if not _file_in(path, f.name)]
+            missing = [f.name for f in _needed(splits) if not _file_in(path, f.name)]
             raise DataError(
                 f"{how} points at {path}, which lacks {', '.join(missing)} (.gz or raw); "
                 "put the four Fashion-MNIST IDX files there or point it elsewhere"
@@ -307,7 +312,7 @@ def load_split(split: str, data_dir: str | Path | None = None, *, download: bool
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {list(SPLITS)}")
-    folder = locate(data_dir, download=download)
+    folder = locate(data_dir, download=download, splits=(split,))
     arrays = []
     for kind in ("images", "labels"):
         spec = FILES[(split, kind)]

@@ -201,3 +201,26 @@ def test_staged_dir_replaces_the_folder_only_on_success(tmp_path):
         (stage / "new.txt").write_text("new")
     assert [p.name for p in tmp_path.iterdir()] == ["export"]
     assert [p.name for p in target.iterdir()] == ["new.txt"]
+
+
+def test_evaluate_needs_only_the_test_files(tmp_path, data_dir):
+    """A device copies only the two t10k files: evaluate works offline with them."""
+    import shutil
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from fmnist_edge.cli import app
+
+    only_test = tmp_path / "t10k"
+    only_test.mkdir()
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        src = next(p for p in (Path(data_dir) / f"{name}.gz", Path(data_dir) / name)
+                   if p.is_file())
+        shutil.copy(src, only_test / src.name)
+    model = Path(__file__).parent / "fixtures" / "mlp_int8.onnx"
+    result = CliRunner().invoke(app, ["evaluate", str(model), "--data-dir", str(only_test)])
+    assert result.exit_code == 0, result.output
+    assert "test top-1" in result.output
+    with pytest.raises(DataError, match="train-images"):
+        data.load_split("train", only_test)
