@@ -16,8 +16,28 @@ import typer
 
 from fmnist_edge.contract import LABELS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(no_args_is_help=True,
                   help="Fashion-MNIST classifiers from training to the edge.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"fmnist-edge {version('fmnist-edge')}")
+        except PackageNotFoundError:
+            typer.echo("fmnist-edge (not installed as a package)")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Fashion-MNIST classifiers from training to the edge."""
 
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Folder with the Fashion-MNIST IDX files "
@@ -126,9 +146,10 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Annotated[Path | None, typer.Argument(
-        help="Run folder or model file (.keras, .tflite, .onnx); default: the model shipped "
-             "in the package.")] = None,
+    model: Annotated[str | None, typer.Argument(
+        help="Model file (.keras, .tflite, .onnx), run or export folder, or a shipped model "
+             "(default, default-tflite, default-onnx); default: the shipped model for the "
+             "installed runtime.")] = None,
     photos: Annotated[Path | None, typer.Option(
         help="Evaluate on this folder of labelled real photos (manifest.tsv, or sub-folders "
              "<index>_<label>) through predict's conversion, instead of the test set.")] = None,
@@ -148,8 +169,8 @@ def evaluate(
     from fmnist_edge.data import DataError
     from fmnist_edge.evaluate import evaluate_model
     from fmnist_edge.photo_eval import PhotoSetError, evaluate_photos
-    from fmnist_edge.predict import default_model
-    from fmnist_edge.runs import RunError, resolve_model
+    from fmnist_edge.predict import default_model, resolve_model
+    from fmnist_edge.runs import RunError
     from fmnist_edge.runtime import ModelFileError, load
 
     if photos is None and (montage is not None or segment is not None):
@@ -199,13 +220,44 @@ def _print_photo_report(report: dict) -> None:
 
 
 @app.command()
+def info(
+    model: Annotated[str, typer.Argument(
+        help="Model file, export or run folder, or a shipped model (default, default-tflite, "
+             "default-onnx).")] = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The model card: labels, input/output and quantization, source run, accuracy, sha256
+    (checked against the file when the card is a sidecar)."""
+    from fmnist_edge.model_info import model_info
+    from fmnist_edge.predict import resolve_model
+    from fmnist_edge.runs import RunError
+    from fmnist_edge.runtime import ModelFileError
+
+    try:
+        doc = model_info(resolve_model(model))
+    except (ModelFileError, RunError, FileNotFoundError, ImportError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    width = max(map(len, doc))
+    for key, value in doc.items():
+        shown = ", ".join(value) if isinstance(value, list) else value
+        typer.echo(f"{key:<{width}}  {shown}")
+
+
+@app.command()
 def predict(
-    paths: Annotated[list[str], typer.Argument(help="Image files, directories or globs.")],
-    model: Annotated[Path | None, typer.Option(
-        help="Model file (.onnx, .tflite, .keras); default: the model shipped in the "
-             "package.")] = None,
+    paths: Annotated[list[str], typer.Argument(
+        help="Image files, directories or globs; - reads one image from standard input.")],
+    model: Annotated[str | None, typer.Option(
+        help="Model file (.onnx, .tflite, .keras), export or run folder, or a shipped model "
+             "(default, default-tflite, default-onnx); default: the shipped model for the "
+             "installed runtime.")] = None,
     top_k: Annotated[int, typer.Option(help="Classes shown per image.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_csv: Annotated[Path | None, typer.Option(
+        "--csv", help="Also write the results to this CSV file.")] = None,
     save_preprocessed: Annotated[Path | None, typer.Option(
         help="Write the 28x28 images the model saw (and the foreground masks) to this "
              "folder.")] = None,
@@ -225,16 +277,19 @@ def predict(
     """Classify real photos (Fashion-MNIST conversion pipeline, then the model).
 
     Exits 1 when any file could not be classified (the others are still reported)."""
-    from fmnist_edge.predict import default_model, predict_paths, to_json
+    from fmnist_edge.predict import default_model, predict_paths, resolve_model, to_csv, to_json
+    from fmnist_edge.runs import RunError
     from fmnist_edge.runtime import ModelFileError, load
 
+    if as_csv is not None:
+        _check_output_file("--csv", as_csv)
     try:
-        model_path = model if model is not None else default_model()
+        model_path = resolve_model(model) if model is not None else default_model()
         runtime = load(model_path, num_threads=threads, verify=verify)
         rows = predict_paths(paths, runtime, top_k=top_k, save_preprocessed=save_preprocessed,
                              segment=segment,
                              **({"max_pixels": max_pixels} if max_pixels is not None else {}))
-    except (ModelFileError, FileNotFoundError, ImportError, ValueError) as exc:
+    except (ModelFileError, RunError, FileNotFoundError, ImportError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
         typer.echo(json.dumps(to_json(rows, model_path), indent=2))
@@ -246,6 +301,14 @@ def predict(
                 typer.echo(f"{row.path}: {classes}{note}")
             else:
                 typer.secho(f"{row.path}: error: {row.error}", fg=typer.colors.RED, err=True)
+    if as_csv is not None:
+        from fmnist_edge import atomic
+
+        try:
+            atomic.write_text(as_csv, to_csv(rows))
+        except OSError as exc:
+            _fail(f"--csv {as_csv}: cannot write ({exc.strerror or exc}); the results above "
+                  "are complete")
     save_errors = {row.save_error for row in rows if getattr(row, "save_error", None)}
     for message in save_errors:
         typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
@@ -265,7 +328,9 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 
 @app.command()
 def benchmark(
-    models: Annotated[list[Path], typer.Argument(help="Model files (.tflite, .onnx, .keras).")],
+    models: Annotated[list[str], typer.Argument(
+        help="Model files (.tflite, .onnx, .keras), export or run folders, or shipped models "
+             "(default, default-tflite, default-onnx).")],
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1",
     threads: Annotated[str, typer.Option(help="Comma-separated thread counts.")] = "1",
     runs: Annotated[int, typer.Option(help="Timed calls per setting.")] = 200,
@@ -290,7 +355,14 @@ def benchmark(
         if target is not None:
             _check_output_file(option, target)
     try:
-        result = run_benchmark(models, batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+        from fmnist_edge.predict import resolve_model
+        from fmnist_edge.runs import RunError
+
+        try:
+            paths = [resolve_model(m) for m in models]
+        except (RunError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        result = run_benchmark(paths, batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
                                threads=_int_list(threads, "--threads"), runs=runs,
                                duration_s=duration, warmup=warmup, data_dir=data_dir)
     except (ModelFileError, DataError, ImportError, ValueError) as exc:

@@ -6,7 +6,9 @@ import concurrent.futures
 import dataclasses
 import glob
 import importlib.util
+import io
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +76,46 @@ def default_model() -> Path:
                             "pass --model")
 
 
+#: Names of the shipped models, accepted wherever a model path is.
+SHIPPED = {"default-tflite": "default_int8.tflite", "default-onnx": "default_int8.onnx"}
+
+
+def resolve_model(text: str | Path) -> Path:
+    """A model argument -> a model file.
+
+    Accepts ``default`` (the shipped model for the installed runtime, :func:`default_model`),
+    ``default-tflite`` / ``default-onnx``, an export folder (its ``manifest.json`` names the
+    artifacts: the int8 one for the installed runtime), a run folder (its ``model.keras``),
+    or a model file.
+
+    Raises:
+        fmnist_edge.runs.RunError: nothing usable at that path.
+        FileNotFoundError: the package ships no model.
+    """
+    from fmnist_edge import runs
+
+    name = str(text)
+    if name == "default":
+        return default_model()
+    if name in SHIPPED:
+        path = MODELS_DIR / SHIPPED[name]
+        if not path.is_file():
+            raise FileNotFoundError(f"{name}: not shipped in {MODELS_DIR}; reinstall")
+        return path
+    path = Path(text)
+    manifest = path / "manifest.json"
+    if path.is_dir() and manifest.is_file():
+        artifacts = runs.read_json(manifest, {}).get("artifacts", {})
+        litert = any(importlib.util.find_spec(m) for m in ("ai_edge_litert", "tflite_runtime"))
+        order = (["tflite-int8", "onnx-int8"] if litert else ["onnx-int8", "tflite-int8"])
+        order += [f for f in artifacts if f not in order]
+        for fmt in order:
+            if fmt in artifacts and (path / artifacts[fmt]["file"]).is_file():
+                return path / artifacts[fmt]["file"]
+        raise runs.RunError(f"{path}: its manifest.json names no artifact present in the folder")
+    return runs.resolve_model(path)
+
+
 def expand_paths(items: list[str | Path]) -> tuple[list[Path], list[Failure]]:
     """Files as given, directories walked recursively for image files, globs expanded.
 
@@ -134,7 +176,8 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
     """Classify every image found in ``items``; broken files become :class:`Failure` rows.
 
     Args:
-        items: files, directories and glob patterns.
+        items: files, directories and glob patterns; ``-`` is one image read from standard
+            input (reported as path ``-``).
         runtime: a loaded model (:func:`fmnist_edge.runtime.load`).
         top_k: classes reported per image (1-10).
         save_preprocessed: folder to write the ``uint8[28, 28]`` images the model saw
@@ -159,13 +202,20 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
         raise ValueError(f"--max-pixels must be >= 1, got {max_pixels}")
     if segment is not None and segment not in SEGMENTS:
         raise ValueError(f"--segment must be one of {', '.join(SEGMENTS)}, got {segment!r}")
-    files, failures = expand_paths(items)
+    stdin = [i for i in items if str(i) == "-"]
+    files, failures = expand_paths([i for i in items if str(i) != "-"])
+    if stdin:
+        files.insert(0, Path("-"))
     rows: list[Prediction | Failure] = []
     used: set[str] = set()
     save_error: str | None = None
 
     def convert_one(path: Path) -> Prepared | ImageError:
         try:
+            if str(path) == "-":  # one image from standard input
+                stream = io.BytesIO(sys.stdin.buffer.read())
+                stream.name = "<stdin>"
+                return load_image(stream, segment, max_pixels=max_pixels)
             return load_image(path, segment, max_pixels=max_pixels)
         except ImageError as exc:
             return exc
@@ -200,6 +250,26 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
                     row = dataclasses.replace(row, save_error=save_error)
                 rows.append(row)
     return rows + failures
+
+
+def to_csv(rows: list[Prediction | Failure]) -> str:
+    """CSV text: ``path, ok, label, index, probability, top_k, segment, fallback, error``;
+    ``top_k`` is ``label:probability`` pairs joined by ``;``."""
+    import csv
+
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["path", "ok", "label", "index", "probability", "top_k", "segment",
+                     "fallback", "error"])
+    for r in rows:
+        if isinstance(r, Prediction):
+            index, label, prob = r.top_k[0]
+            top = ";".join(f"{lab}:{p:.6f}" for _, lab, p in r.top_k)
+            writer.writerow([r.path, True, label, index, f"{prob:.6f}", top, r.segment,
+                             r.fallback or "", r.save_error or ""])
+        else:
+            writer.writerow([r.path, False, "", "", "", "", "", "", r.error])
+    return buf.getvalue()
 
 
 def to_json(rows: list[Prediction | Failure], model: Path) -> dict:

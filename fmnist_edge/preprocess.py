@@ -22,6 +22,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
@@ -80,7 +81,7 @@ class Prepared:
     mask: np.ndarray | None = None
 
 
-def open_image(path: str | Path, *, max_edge: int | None = DECODE_EDGE,
+def open_image(path: str | Path | BinaryIO, *, max_edge: int | None = DECODE_EDGE,
                max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Decode ``path`` with Pillow, with EXIF orientation applied, no larger than needed.
 
@@ -91,7 +92,8 @@ def open_image(path: str | Path, *, max_edge: int | None = DECODE_EDGE,
     phone JPEG is so decoded at 1/4 and never held at full size in memory.
 
     Args:
-        path: the image file (a regular file: pipes and devices are refused).
+        path: the image file (a regular file: pipes and devices are refused), or an open
+            binary stream (e.g. the bytes read from standard input), named by its ``name``.
         max_edge: decode size bound in pixels (``None``: full size).
         max_pixels: images with more pixels (width x height) are refused before decoding
             (``predict --max-pixels``); Pillow's own decompression-bomb guard stays on.
@@ -100,13 +102,16 @@ def open_image(path: str | Path, *, max_edge: int | None = DECODE_EDGE,
         ImageError: missing, not a regular file, unreadable, truncated, unsupported, larger
             than ``max_pixels``, or a decompression bomb.
     """
-    path = Path(path)
-    if path.exists() and not path.is_file():
-        raise ImageError(f"{path}: not a regular file (a folder, pipe or device)")
+    if isinstance(path, (str, Path)):
+        source = path = Path(path)
+        if path.exists() and not path.is_file():
+            raise ImageError(f"{path}: not a regular file (a folder, pipe or device)")
+    else:
+        source, path = path, getattr(path, "name", "<stream>")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # --max-pixels decides
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 if img.width * img.height > max_pixels:
                     raise ImageError(
                         f"{path}: {img.width}x{img.height} is {img.width * img.height / 1e6:.0f}"
@@ -288,7 +293,7 @@ def convert(img: Image.Image, segment: str | None = None) -> Prepared:
     return Prepared(_convert_trim(rgb, crop=segment == "trim"), False, segment)
 
 
-def load_image(path: str | Path, segment: str | None = None, *,
+def load_image(path: str | Path | BinaryIO, segment: str | None = None, *,
                max_pixels: int = MAX_PIXELS) -> Prepared:
     """Decode (:func:`open_image`) and convert (:func:`convert`) one image file.
 
