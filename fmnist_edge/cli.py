@@ -36,8 +36,14 @@ def main(
     show_version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", help="Keep TensorFlow's and LiteRT's own log lines.")] = False,
 ) -> None:
     """Fashion-MNIST classifiers from training to the edge."""
+    if verbose:
+        from fmnist_edge.quiet import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
 
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Folder with the Fashion-MNIST IDX files "

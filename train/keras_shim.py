@@ -18,7 +18,12 @@ if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+from fmnist_edge.quiet import quiet_native_stderr  # noqa: E402
+
+with quiet_native_stderr():  # oneDNN / CUDA notes printed before absl logging exists
+    import tensorflow as tf
+    import tf_keras as keras
+
+    tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, once
 
 __all__ = ["tf", "keras"]

@@ -3,16 +3,14 @@ only when neither is installed, to TensorFlow's deprecated ``tf.lite.Interpreter
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, check_images
+from fmnist_edge.quiet import quiet_native_stderr
 from fmnist_edge.runtime.base import ModelFileError, batched
 from fmnist_edge.runtime.card import CARD_KEY, card_for
 from fmnist_edge.runtime.quant import dequantize_output, quantize_pixels
@@ -40,26 +38,6 @@ def embedded_card(path: Path) -> dict | None:
     except Exception:  # no LiteRT schema, or metadata that is not our JSON card
         return None
     return None
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence what native code writes to file descriptor 2 for the duration (LiteRT logs
-    an INFO line on every interpreter it creates, with no switch to turn it off). Python's
-    own ``sys.stderr`` writes are unaffected when it is not fd 2; errors still raise."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no fd 2 (embedded interpreters): nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def interpreter_class():
@@ -90,7 +68,7 @@ class LiteRTRuntime:
         self.path = Path(path)
         cls = interpreter_class()
         try:
-            with _quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate"
+            with quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate"
                 self.interpreter = cls(model_path=str(self.path), num_threads=num_threads)
                 self.interpreter.allocate_tensors()
         except Exception as exc:  # LiteRT raises ValueError/RuntimeError for bad flatbuffers
