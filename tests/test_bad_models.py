@@ -160,8 +160,8 @@ def test_training_options_are_range_checked_by_name(field, value, option):
 @pytest.mark.parametrize("field,value,option", [
     ("batch_size", 0, "--batch-size"), ("latency_runs", 0, "--latency-runs"),
     ("lr", -1.0, "--lr"), ("val_size", 70000, "--val-size")])
+@pytest.mark.tf
 def test_export_options_are_range_checked_by_name(field, value, option):
-    pytest.importorskip("tensorflow")
     from fmnist_edge.export.config import ExportConfig
 
     with pytest.raises(ValueError, match=option):
