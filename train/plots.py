@@ -32,15 +32,21 @@ def training_curves(history: list[dict], path: Path) -> Path:
     epochs = [h["epoch"] + 1 for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, key, title in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "top-1 accuracy")):
-        ax.plot(epochs, [h.get(key) for h in history], label="train")
+        # Markers: a 1-epoch run is a single point, which a line alone does not draw.
+        ax.plot(epochs, [h.get(key) for h in history], marker="o", ms=3, label="train")
         if any(f"val_{key}" in h for h in history):
-            ax.plot(epochs, [h.get(f"val_{key}") for h in history], label="validation")
+            ax.plot(epochs, [h.get(f"val_{key}") for h in history], marker="o", ms=3,
+                    label="validation")
         ax.set(title=title, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    axes[2].plot(epochs, [h.get("lr") for h in history])
+    axes[2].plot(epochs, [h.get("lr") for h in history], marker="o", ms=3)
     axes[2].set(title="learning rate", xlabel="epoch", yscale="log")
     axes[2].grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, path)
 
 
@@ -62,20 +68,24 @@ def confusion_matrix(cm: np.ndarray, path: Path, labels=LABELS) -> Path:
 
 def sample_predictions(images: np.ndarray, labels: np.ndarray, logits: np.ndarray,
                        path: Path, n: int = 36, seed: int = 0) -> Path:
-    """A grid of test images with predicted class and confidence (red when wrong)."""
+    """A grid of test images with predicted class and confidence; a wrong one in red with
+    its true class below it."""
     plt = _pyplot()
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(images), size=min(n, len(images)), replace=False)
     probs = softmax(logits[idx])
     side = int(np.ceil(np.sqrt(len(idx))))
-    fig, axes = plt.subplots(side, side, figsize=(side * 1.6, side * 1.8))
+    fig, axes = plt.subplots(side, side, figsize=(side * 1.6, side * 1.9))
     for ax in np.ravel(axes):
         ax.axis("off")
     for ax, i, p in zip(np.ravel(axes), idx, probs):
         pred = int(p.argmax())
         ax.imshow(images[i], cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{LABELS[pred]}\n{p[pred]:.0%}", fontsize=7,
-                     color="black" if pred == labels[i] else "red")
+        wrong = pred != labels[i]
+        title = f"{LABELS[pred]} {p[pred]:.0%}"
+        if wrong:
+            title += f"\ntrue: {LABELS[int(labels[i])]}"
+        ax.set_title(title, fontsize=7, color="red" if wrong else "black")
     return _save(fig, path)
 
 
