@@ -80,6 +80,8 @@ class ExportConfig:
             prune_agreement_mobilenetv2_calibration.json).
         max_accuracy_drop: gate: the largest test top-1 loss of an int8 artifact against the
             float Keras model, in percentage points.
+        max_class_drop: gate: the largest loss of any one class's top-1 (recall, 1,000 test
+            images each) against the float Keras model, in percentage points.
         float_atol: gate: the largest |logit| difference of a float32 artifact vs Keras,
             absolute for |logit| <= 1 and relative above (``export.parity.scaled_logit_diff``).
         train_limit: fine-tune on this many training images only (0: all but validation).
@@ -106,6 +108,7 @@ class ExportConfig:
     weight_granularity: str = "auto"
     calibration_method: str = "minmax"
     max_accuracy_drop: float = 0.5
+    max_class_drop: float = 2.0
     float_atol: float = 1e-4
     train_limit: int = 0
     val_size: int = 5000
@@ -132,6 +135,8 @@ class ExportConfig:
              f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}"),
             (self.calibration_samples >= 1, "calibration_samples must be >= 1"),
             (self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0"),
+            (self.max_class_drop >= 0, f"--max-class-drop must be >= 0, got "
+                                       f"{self.max_class_drop}"),
             (self.distill_temperature > 0, "distill_temperature must be > 0"),
             (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),

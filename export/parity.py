@@ -87,12 +87,15 @@ def scaled_logit_diff(logits: np.ndarray, reference: np.ndarray) -> float:
     return float((diff / np.maximum(1.0, np.abs(reference))).max())
 
 
-def judge(record: ArtifactParity, *, max_accuracy_drop: float, float_atol: float) -> None:
+def judge(record: ArtifactParity, *, max_accuracy_drop: float, float_atol: float,
+          max_class_drop: float = float("inf")) -> None:
     """Apply the gate to ``record`` in place (``passed``, ``reasons``).
 
-    int8 and reduced-precision artifacts may lose at most ``max_accuracy_drop`` percentage
-    points of top-1 accuracy; float32 artifacts must reproduce the Keras logits within
-    ``float_atol`` x max(1, |logit|) (:func:`scaled_logit_diff`).
+    Every artifact may lose at most ``max_accuracy_drop`` percentage points of top-1
+    accuracy overall and ``max_class_drop`` points on any one class (its recall), so a model
+    that keeps its overall top-1 by trading one class away fails; float32 artifacts must
+    also reproduce the Keras logits within ``float_atol`` x max(1, |logit|)
+    (:func:`scaled_logit_diff`).
     """
     spec = FORMATS[record.format]
     if spec.float_reference and record.max_scaled_logit_diff > float_atol:
@@ -101,6 +104,11 @@ def judge(record: ArtifactParity, *, max_accuracy_drop: float, float_atol: float
     if -record.accuracy_delta_pp > max_accuracy_drop:
         record.reasons.append(f"top-1 drop {-record.accuracy_delta_pp:.2f} pp > "
                               f"{max_accuracy_drop} pp")
+    deltas = record.per_class_accuracy_delta_pp
+    worst_class, worst = min(deltas.items(), key=lambda kv: kv[1]) if deltas else ("", 0.0)
+    if -worst > max_class_drop:
+        record.reasons.append(f"{worst_class} top-1 drop {-worst:.2f} pp > "
+                              f"{max_class_drop} pp (--max-class-drop)")
     record.passed = not record.reasons
 
 

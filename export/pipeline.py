@@ -295,7 +295,7 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
         record, logits[fmt.name] = parity.measure(path, fmt.name, x_test, y_test, ref_logits,
                                                   latency_runs=config.latency_runs)
         parity.judge(record, max_accuracy_drop=config.max_accuracy_drop,
-                     float_atol=config.float_atol)
+                     float_atol=config.float_atol, max_class_drop=config.max_class_drop)
         records.append(record)
         card = ModelCard(name=reference.name, format=fmt.name, source_run=str(model_path.parent),
                          test_accuracy=record.top1_accuracy, sha256=_sha256(path),
@@ -311,6 +311,7 @@ def _export_into(stage: Path, model_path: Path, reference: keras.Model, config: 
         "artifacts": [parity.to_dict(r) for r in records],
         "gate": {"status": "passed" if passed else "failed",
                  "max_accuracy_drop_pp": config.max_accuracy_drop,
+                 "max_class_drop_pp": config.max_class_drop,
                  "float_atol": config.float_atol},
     }
     if "tflite-int8" in logits and "onnx-int8" in logits:

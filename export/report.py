@@ -15,7 +15,9 @@ def markdown(parity: dict) -> str:
         "",
         f"Float Keras reference: test top-1 {ref['top1_accuracy']:.2%} on "
         f"{parity['num_test_images']} images. Gate: int8 drop <= "
-        f"{parity['gate']['max_accuracy_drop_pp']} pp, float32 |logit diff| <= "
+        f"{parity['gate']['max_accuracy_drop_pp']} pp overall and <= "
+        f"{parity['gate'].get('max_class_drop_pp', 'any')} pp on any class, "
+        "float32 |logit diff| <= "
         f"{parity['gate']['float_atol']:.0e} x max(1, |logit|). "
         f"Result: **{parity['gate']['status']}**.",
         "",

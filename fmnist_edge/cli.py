@@ -458,6 +458,8 @@ def export(
              "(ai-edge-quantizer's moving average of per-image ranges).")] = "minmax",
     max_accuracy_drop: Annotated[float, typer.Option(
         help="Gate: largest int8 top-1 loss vs float, percentage points.")] = 0.5,
+    max_class_drop: Annotated[float, typer.Option(
+        help="Gate: largest top-1 loss of any one class vs float, percentage points.")] = 2.0,
     train_limit: Annotated[int, typer.Option(
         help="Fine-tune on this many training images (0: all).")] = 0,
     latency_runs: Annotated[int, typer.Option(help="Timed batch-1 calls per artifact.")] = 300,
@@ -494,7 +496,8 @@ def export(
             distill_temperature=distill_temperature, batch_size=batch_size,
             calibration_samples=calibration_samples, int8_io=int8_io,
             weight_granularity=weight_granularity, calibration_method=calibration_method,
-            max_accuracy_drop=max_accuracy_drop, train_limit=train_limit,
+            max_accuracy_drop=max_accuracy_drop, max_class_drop=max_class_drop,
+            train_limit=train_limit,
             latency_runs=latency_runs, seed=seed)
         project_log = logging.getLogger("fmnist_edge")
         project_log.setLevel(logging.INFO)

@@ -34,7 +34,8 @@ def exported(small_run, data_dir):
         "export", str(small_run), "--int8", "--fp16", "--formats", "tflite-dynamic",
         "--sparsity", "0.5", "--prune-epochs", "1", "--qat-epochs", "1",
         "--train-limit", "600", "--calibration-samples", "100", "--latency-runs", "20",
-        "--distill-temperature", "2", "--max-accuracy-drop", "10", "--data-dir", str(data_dir)])
+        "--distill-temperature", "2", "--max-accuracy-drop", "10", "--max-class-drop", "100",
+        "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
     return small_run / "export"
 
@@ -160,6 +161,22 @@ def test_float_atol_gate_fails_on_a_wrong_artifact(small_run, exported):
                                 1.0)
     parity.judge(rec, max_accuracy_drop=0.5, float_atol=1e-4)
     assert not rec.passed and "drop" in rec.reasons[0]
+
+
+def test_a_class_lost_fails_the_gate_even_when_top1_passes():
+    from fmnist_edge.contract import LABELS
+    from fmnist_edge.export import parity
+
+    deltas = dict.fromkeys(LABELS, 0.1) | {"Shirt": -5.7}
+    rec = parity.ArtifactParity("tflite-int8", "x", 1, 1, 0.93, -0.2, 0.99, 2.0, 2.0, deltas,
+                                1.0, 1.0)
+    parity.judge(rec, max_accuracy_drop=0.5, float_atol=1e-4, max_class_drop=2.0)
+    assert not rec.passed and rec.reasons == ["Shirt top-1 drop 5.70 pp > 2.0 pp "
+                                              "(--max-class-drop)"]
+    rec = parity.ArtifactParity("tflite-int8", "x", 1, 1, 0.93, -0.2, 0.99, 2.0, 2.0,
+                                deltas | {"Shirt": -1.5}, 1.0, 1.0)
+    parity.judge(rec, max_accuracy_drop=0.5, float_atol=1e-4, max_class_drop=2.0)
+    assert rec.passed
 
 
 def test_scaled_logit_diff_is_absolute_below_one_and_relative_above():
