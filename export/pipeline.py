@@ -55,7 +55,26 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def saved_keras_version(path: Path) -> str | None:
+    """The Keras version a ``.keras`` archive records in its ``metadata.json`` (``None`` when
+    it is not such an archive)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return str(json.loads(archive.read("metadata.json")).get("keras_version"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
 def _load_keras(path: Path) -> keras.Model:
+    version = saved_keras_version(path)
+    if version and version.split(".")[0] != keras.__version__.split(".")[0]:
+        raise ModelFileError(
+            f"{path}: saved with Keras {version}; fmnist-edge exports tf_keras "
+            f"{keras.__version__} models (tfmot's pruning and QAT need Keras 2). Fix: build "
+            "and save the model with `import tf_keras as keras` (or train it with "
+            "`fmnist-edge train`), then export that file")
     try:
         return keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for bad archives

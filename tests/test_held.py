@@ -154,3 +154,26 @@ def test_a_corrupt_history_names_the_file(tmp_path):
     (tmp_path / "history.json").write_text('[{"epoch": 0,')
     with pytest.raises(RunError, match="history.json"):
         read_json(tmp_path / "history.json", [])
+
+
+@pytest.mark.tf
+def test_export_of_a_keras3_model_names_the_fix(tmp_path, data_dir):
+    """Plain `import keras` saves Keras 3 archives, which tf_keras cannot read: the export
+    says so in one line instead of "Unrecognized keyword arguments: ['batch_shape']"."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "k3.keras"
+    script = ("import os; os.environ['TF_USE_LEGACY_KERAS'] = '0'; import keras; "
+              "i = keras.Input((28, 28, 1)); "
+              "m = keras.Model(i, keras.layers.Dense(10)(keras.layers.Flatten()(i))); "
+              f"m.save({str(path)!r}); print(keras.__version__)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    if done.returncode != 0 or not done.stdout.strip().startswith("3."):
+        pytest.skip(f"Keras 3 not importable here: {done.stderr[-300:]}")
+    result = runner.invoke(app, ["export", str(path), "--out", str(tmp_path / "out"),
+                                 "--data-dir", str(data_dir)])
+    assert result.exit_code == 1
+    assert "saved with Keras 3." in result.output and "tf_keras" in result.output
+    assert "batch_shape" not in result.output and not (tmp_path / "out").exists()
