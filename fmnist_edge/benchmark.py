@@ -147,20 +147,27 @@ def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs:
 
 
 def to_table(result: dict) -> str:
-    """Fixed-width text table of the rows."""
-    head = (f"{'model':<40} {'batch':>5} {'thr':>3} {'size KiB':>9} {'load ms':>8} "
-            f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'img/s':>9} {'x p50':>6} {'x size':>6}")
-    lines = [head, "-" * len(head)]
+    """The rows as a rich table (rendered to text), with the machine and the inputs below."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(caption=f"{result['machine']['cpu']}, {result['machine']['cores']} cores, "
+                          f"{result['machine']['platform']}; inputs: {result['inputs']}")
+    columns = (("model", "left"), ("batch", "right"), ("threads", "right"),
+               ("size KiB", "right"), ("load ms", "right"), ("p50 ms", "right"),
+               ("p90 ms", "right"), ("p99 ms", "right"), ("img/s", "right"),
+               ("peak RSS MB", "right"), ("x p50", "right"), ("x size", "right"))
+    for name, justify in columns:
+        table.add_column(name, justify=justify, overflow="fold")
     for r in result["rows"]:
-        name = r["model"] if len(r["model"]) <= 40 else "..." + r["model"][-37:]
-        lines.append(f"{name:<40} {r['batch_size']:>5} {r['threads']:>3} "
-                     f"{r['size_bytes'] / 1024:>9.1f} {r['load_time_ms']:>8.1f} "
-                     f"{r['p50_ms']:>8.3f} {r['p90_ms']:>8.3f} {r['p99_ms']:>8.3f} "
-                     f"{r['throughput_ips']:>9.0f} {r['p50_ratio_to_first']:>6.2f} "
-                     f"{r['size_ratio_to_first']:>6.2f}")
-    m = result["machine"]
-    lines.append(f"{m['cpu']}, {m['cores']} cores, {m['platform']}; inputs: {result['inputs']}")
-    return "\n".join(lines)
+        table.add_row(r["model"], str(r["batch_size"]), str(r["threads"]),
+                      f"{r['size_bytes'] / 1024:.1f}", f"{r['load_time_ms']:.1f}",
+                      f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
+                      f"{r['throughput_ips']:.0f}", f"{r.get('peak_rss_mb', float('nan')):.0f}",
+                      f"{r['p50_ratio_to_first']:.2f}", f"{r['size_ratio_to_first']:.2f}")
+    buf = io.StringIO()
+    Console(file=buf, width=160, color_system=None).print(table)
+    return buf.getvalue().rstrip("\n")
 
 
 def to_csv(result: dict) -> str:

@@ -513,7 +513,10 @@ def export(
     except OSError as exc:  # full disk, read-only folder: the previous export is kept
         _fail(f"cannot write {exc.filename or out or 'the export'} ({exc.strerror or exc}); "
               "nothing was replaced: free space or choose another --out")
-    typer.echo((result.out_dir / "parity.md").read_text())
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    Console(width=160).print(Markdown((result.out_dir / "parity.md").read_text()))
     if not result.passed:
         _fail(f"parity gate failed; see {result.out_dir / 'parity.md'}", code=2)
     typer.echo(f"export written to {result.out_dir}")
