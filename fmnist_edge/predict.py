@@ -23,6 +23,9 @@ from fmnist_edge.runtime import Runtime
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                   ".pgm", ".pbm"}
 MODELS_DIR = Path(__file__).parent / "models"
+#: What a bare install (no runtime extra) says when asked to run a model.
+NO_RUNTIME = ('no inference runtime is installed: pip install "fmnist-edge[litert]" (LiteRT, '
+              '.tflite) or "fmnist-edge[onnx]" (onnxruntime, .onnx)')
 #: Files converted (on all cores) and classified per model call: bounds the memory of a
 #: large folder while keeping batches large enough for the runtimes.
 CHUNK = 64
@@ -60,6 +63,7 @@ def default_model() -> Path:
     measurements), else the int8 ONNX (onnxruntime is a base dependency).
 
     Raises:
+        ImportError: no inference runtime is installed (names the extras).
         FileNotFoundError: the package ships no model (a broken install).
     """
     onnx_path = MODELS_DIR / "default_int8.onnx"
@@ -69,9 +73,8 @@ def default_model() -> Path:
         return tflite_path
     if onnx_path.is_file() and importlib.util.find_spec("onnxruntime"):
         return onnx_path
-    for path in (tflite_path, onnx_path):
-        if path.is_file():
-            return path
+    if not litert and not importlib.util.find_spec("onnxruntime"):
+        raise ImportError(NO_RUNTIME)
     raise FileNotFoundError(f"no default model in {MODELS_DIR}; reinstall fmnist-edge or "
                             "pass --model")
 

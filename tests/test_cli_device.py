@@ -79,3 +79,23 @@ def test_stdin_and_csv(tmp_path, test_split):
     result = runner.invoke(app, ["predict", "-", "--model", str(FIXTURES / "mlp_int8.onnx")],
                            input=b"not an image")
     assert result.exit_code == 1 and "<stdin>" in result.output
+
+
+def test_no_library_log_lines_on_stderr(tmp_path, data_dir, test_split):
+    """predict, evaluate and benchmark on the TFLite and the ONNX model, as fresh processes:
+    nothing from TensorFlow, absl or LiteRT reaches stderr."""
+    import subprocess
+    import sys
+
+    image = tmp_path / "x.png"
+    Image.fromarray(test_split[0][0]).save(image)
+    cli = [sys.executable, "-c", "from fmnist_edge.cli import app; app()"]
+    for model in ("default-tflite", "default-onnx"):
+        for args in (["predict", str(image), "--model", model],
+                     ["evaluate", model, "--data-dir", str(data_dir)],
+                     ["benchmark", model, "--runs", "5", "--warmup", "1"]):
+            done = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=300,
+                                  env={k: v for k, v in __import__("os").environ.items()
+                                       if k != "TF_CPP_MIN_LOG_LEVEL"})
+            assert done.returncode == 0, done.stderr
+            assert done.stderr == "", (args, done.stderr)

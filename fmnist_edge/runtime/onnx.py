@@ -31,7 +31,8 @@ class OnnxRuntime:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise ImportError(".onnx models need onnxruntime: pip install fmnist-edge") from exc
+            raise ImportError('.onnx models need onnxruntime: pip install "fmnist-edge[onnx]"'
+                              ) from exc
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = num_threads
