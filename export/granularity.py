@@ -16,6 +16,7 @@ per-tensor weights; depthwise convolutions always keep per-channel weights.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -143,8 +144,13 @@ def quantize_int8(float_tflite: bytes, calibration: np.ndarray,
               "moving_average": qsv_utils.moving_average_update}[calibration_method]
     recipe = recipe_manager.RecipeManager()
     recipe.load_quantization_recipe(q.get_quantization_recipe())
-    calib = calibrator.Calibrator(bytearray(float_tflite), qsv_update_func=update)
-    calib.calibrate({signature: samples}, recipe)
+    with warnings.catch_warnings():
+        # Calibration reads every intermediate tensor, so ai-edge-quantizer creates its
+        # interpreter with experimental_preserve_all_tensors, and LiteRT warns that this is
+        # meant for debugging: it is this tool's intent, not the user's concern.
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+        calib = calibrator.Calibrator(bytearray(float_tflite), qsv_update_func=update)
+        calib.calibrate({signature: samples}, recipe)
     ranges = calib.get_model_qsvs()
     return bytes(q.quantize(ranges, enable_progress_report=False).quantized_model)
 

@@ -50,6 +50,21 @@ DataDir = Annotated[Path | None, typer.Option(
     "(default: $FMNIST_EDGE_DATA, the Keras cache, the fmnist-edge cache, else download).")]
 
 
+def _h(text: str, field: str) -> str:
+    """Help text of a training option with its effective default per architecture (from
+    ``fmnist_edge.train.config.RECIPES``, which the typed config resolves: the CLI passes
+    ``None``)."""
+    from fmnist_edge.train.config import RECIPES
+
+    def value(cfg):
+        return getattr(cfg.augment, field) if hasattr(cfg.augment, field) else getattr(cfg, field)
+
+    values = {arch: value(cfg) for arch, cfg in RECIPES.items()}
+    if len(set(map(repr, values.values()))) == 1:
+        return f"{text} (default: {next(iter(values.values()))})"
+    return f"{text} (default: " + ", ".join(f"{a} {v}" for a, v in values.items()) + ")"
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -59,49 +74,66 @@ def _fail(message: str, code: int = 1) -> None:
 def train(
     arch: Annotated[str | None, typer.Argument(
         help="Architecture: mlp, cnn, mobilenetv2, resnet50, vgg16.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Global batch size.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adam, adamw or sgd.")] = None,
+    epochs: Annotated[int | None, typer.Option(
+        help=_h("Maximum epochs.", "epochs"))] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help=_h("Global batch size.", "batch_size"))] = None,
+    lr: Annotated[float | None, typer.Option(
+        help=_h("Peak learning rate.", "lr"))] = None,
+    optimizer: Annotated[str | None, typer.Option(
+        help=_h("adam, adamw or sgd.", "optimizer"))] = None,
     schedule: Annotated[str | None, typer.Option(
-        help="constant, cosine, onecycle or triangular.")] = None,
-    warmup_epochs: Annotated[float | None, typer.Option(help="Cosine warm-up.")] = None,
+        help=_h("constant, cosine, onecycle or triangular.", "schedule"))] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(
+        help=_h("Cosine warm-up, epochs.", "warmup_epochs"))] = None,
     cycle_epochs: Annotated[float | None, typer.Option(
-        help="Triangular half-cycle, epochs.")] = None,
+        help=_h("Triangular half-cycle, epochs.", "cycle_epochs"))] = None,
     weight_decay: Annotated[float | None, typer.Option(
-        help="Decoupled weight decay (adamw, sgd).")] = None,
-    l2: Annotated[float | None, typer.Option(help="L2 on kernels (mlp, cnn).")] = None,
-    label_smoothing: Annotated[float | None, typer.Option()] = None,
+        help=_h("Decoupled weight decay (adamw, sgd).", "weight_decay"))] = None,
+    l2: Annotated[float | None, typer.Option(
+        help=_h("L2 on kernels (mlp, cnn).", "l2"))] = None,
+    label_smoothing: Annotated[float | None, typer.Option(
+        help=_h("Label smoothing factor, 0-1.", "label_smoothing"))] = None,
     early_stopping: Annotated[int | None, typer.Option(
-        help="Patience in epochs on validation accuracy (0: off).")] = None,
+        help=_h("Patience in epochs on validation accuracy (0: off).", "early_stopping"))] = None,
     val_size: Annotated[int | None, typer.Option(
-        help="Validation images held out from the training set.")] = None,
+        help=_h("Validation images held out from the training set.", "val_size"))] = None,
     train_limit: Annotated[int | None, typer.Option(
-        help="Train on this many images only (0: all).")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    shift_px: Annotated[int | None, typer.Option(help="Random shift, pixels (0: off).")] = None,
-    flip: Annotated[bool | None, typer.Option("--flip/--no-flip")] = None,
-    rotation_deg: Annotated[float | None, typer.Option()] = None,
-    zoom: Annotated[float | None, typer.Option()] = None,
-    shear_deg: Annotated[float | None, typer.Option()] = None,
+        help=_h("Train on this many images only (0: all).", "train_limit"))] = None,
+    seed: Annotated[int | None, typer.Option(
+        help=_h("Seed of the split, initialisation, shuffling and augmentation.", "seed"))] = None,
+    shift_px: Annotated[int | None, typer.Option(
+        help=_h("Random shift, pixels (0: off).", "shift_px"))] = None,
+    flip: Annotated[bool | None, typer.Option(
+        "--flip/--no-flip", help=_h("Random horizontal flip.", "flip"))] = None,
+    rotation_deg: Annotated[float | None, typer.Option(
+        help=_h("Random rotation, degrees (0: off).", "rotation_deg"))] = None,
+    zoom: Annotated[float | None, typer.Option(
+        help=_h("Random zoom, e.g. 0.1 for 0.9-1.1 (0: off).", "zoom"))] = None,
+    shear_deg: Annotated[float | None, typer.Option(
+        help=_h("Random shear, degrees (0: off).", "shear_deg"))] = None,
     erasing_prob: Annotated[float | None, typer.Option(
-        help="Random-erasing probability (0: off).")] = None,
+        help=_h("Random-erasing probability (0: off).", "erasing_prob"))] = None,
     input_size: Annotated[int | None, typer.Option(
-        help="Resize side for keras.applications backbones.")] = None,
+        help=_h("Resize side for keras.applications backbones.", "input_size"))] = None,
     weights: Annotated[str | None, typer.Option(
-        help="Backbone weights: none, imagenet or a weights-file path.")] = None,
-    dropout: Annotated[float | None, typer.Option()] = None,
-    distribute: Annotated[str | None, typer.Option(help="none or mirrored.")] = None,
+        help=_h("Backbone weights: none, imagenet or a weights-file path.", "weights"))] = None,
+    dropout: Annotated[float | None, typer.Option(
+        help=_h("Dropout before the classifier.", "dropout"))] = None,
+    distribute: Annotated[str | None, typer.Option(
+        help=_h("none or mirrored.", "distribute"))] = None,
     mixed_precision: Annotated[bool | None, typer.Option(
-        "--mixed-precision/--no-mixed-precision")] = None,
+        "--mixed-precision/--no-mixed-precision",
+        help=_h("mixed_float16 on GPU, mixed_bfloat16 on CPU.", "mixed_precision"))] = None,
     class_split: Annotated[bool | None, typer.Option(
         "--class-split/--no-class-split",
-        help="Two-stage recipe: classes 0-4, then a new head on 5-9.")] = None,
+        help=_h("Two-stage recipe: classes 0-4, then a new head on 5-9.", "class_split"))] = None,
     photo_augment: Annotated[float | None, typer.Option(
-        help="Fraction of each batch taken from training images rendered as phone photos "
-             "and converted as predict does (0: off).")] = None,
+        help=_h("Fraction of each batch taken from training images rendered as phone photos "
+                'and converted as predict does (0: off).', 'photo_augment'))] = None,
     photo_pool_size: Annotated[int | None, typer.Option(
-        help="Training images rendered into the photo pool (cached on disk).")] = None,
+        help=_h("Training images rendered into the photo pool (cached on disk).",
+                "photo_pool_size"))] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue an interrupted run folder.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
