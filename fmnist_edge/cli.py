@@ -233,17 +233,29 @@ def evaluate(
         return
     typer.echo(f"{report['model']}: test top-1 {report['top1_accuracy']:.2%} "
                f"on {report['num_images']} images, loss {report['loss']:.4f}")
-    typer.echo(f"{'class':<12} {'precision':>9} {'recall':>7} {'f1':>6}")
-    for row in report["per_class"]:
-        typer.echo(f"{row['class']:<12} {row['precision']:>9.3f} {row['recall']:>7.3f} "
-                   f"{row['f1']:>6.3f}")
+    _print_table("per class", ("class", "precision", "recall", "f1", "support"),
+                 [(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}",
+                   str(r["support"])) for r in report["per_class"]])
     _print_confusion(report["confusion_matrix"])
 
 
+def _print_table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """A rich table on standard output; the first column left-aligned, the rest right."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, name in enumerate(columns):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=max(100, Console().width)).print(table)
+
+
 def _print_confusion(matrix: list[list[int]]) -> None:
-    typer.echo("confusion matrix (rows true, columns predicted):")
-    for name, row in zip(LABELS, matrix):
-        typer.echo(f"{name:<12} " + " ".join(f"{v:>4}" for v in row))
+    _print_table("confusion matrix (rows true, columns predicted)",
+                 ("true", *(label[:7] for label in LABELS)),
+                 [(name, *map(str, row)) for name, row in zip(LABELS, matrix)])
 
 
 def _print_photo_report(report: dict) -> None:
@@ -251,9 +263,9 @@ def _print_photo_report(report: dict) -> None:
                f"on {report['photos']} photos ({report['fallbacks']} segmentation fallbacks, "
                f"{len(report['failed'])} unreadable)")
     for title, table in (("kind", report["per_kind"]), ("class", report["per_class"])):
-        typer.echo(f"{title:<16} {'top-1':>7} {'photos':>7}")
-        for name, row in table.items():
-            typer.echo(f"{name:<16} {row['top1_accuracy']:>7.1%} {row['photos']:>7}")
+        _print_table(f"per {title}", (title, "top-1", "correct", "photos"),
+                     [(name, f"{r['top1_accuracy']:.1%}", str(r["correct"]), str(r["photos"]))
+                      for name, r in table.items()])
     _print_confusion(report["confusion_matrix"])
 
 
