@@ -57,6 +57,16 @@ class Failure:
     top_k: list = field(default_factory=list)
 
 
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it."""
+    if module in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def default_model() -> Path:
     """The model shipped inside the package: the int8 TFLite when a TFLite interpreter is
     installed (LiteRT: faster per call and half the memory of onnxruntime here, issue 18's
@@ -68,12 +78,12 @@ def default_model() -> Path:
     """
     onnx_path = MODELS_DIR / "default_int8.onnx"
     tflite_path = MODELS_DIR / "default_int8.tflite"
-    litert = any(importlib.util.find_spec(m) for m in ("ai_edge_litert", "tflite_runtime"))
+    litert = _installed("ai_edge_litert") or _installed("tflite_runtime")
     if tflite_path.is_file() and litert:
         return tflite_path
-    if onnx_path.is_file() and importlib.util.find_spec("onnxruntime"):
+    if onnx_path.is_file() and _installed("onnxruntime"):
         return onnx_path
-    if not litert and not importlib.util.find_spec("onnxruntime"):
+    if not litert and not _installed("onnxruntime"):
         raise ImportError(NO_RUNTIME)
     raise FileNotFoundError(f"no default model in {MODELS_DIR}; reinstall fmnist-edge or "
                             "pass --model")
@@ -109,7 +119,7 @@ def resolve_model(text: str | Path) -> Path:
     manifest = path / "manifest.json"
     if path.is_dir() and manifest.is_file():
         artifacts = runs.read_json(manifest, {}).get("artifacts", {})
-        litert = any(importlib.util.find_spec(m) for m in ("ai_edge_litert", "tflite_runtime"))
+        litert = _installed("ai_edge_litert") or _installed("tflite_runtime")
         order = (["tflite-int8", "onnx-int8"] if litert else ["onnx-int8", "tflite-int8"])
         order += [f for f in artifacts if f not in order]
         for fmt in order:

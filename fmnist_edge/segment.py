@@ -18,6 +18,7 @@ space on a device), :func:`available` is ``False`` and the conversion falls back
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +56,12 @@ class Mask:
 
 def available() -> bool:
     """Whether OpenCV can be imported."""
-    return importlib.util.find_spec("cv2") is not None
+    if "cv2" in sys.modules:  # once imported, cv2 replaces itself and has no __spec__
+        return True
+    try:
+        return importlib.util.find_spec("cv2") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _cv2():
