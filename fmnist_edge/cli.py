@@ -73,7 +73,7 @@ def _fail(message: str, code: int = 1) -> None:
 @app.command()
 def train(
     arch: Annotated[str | None, typer.Argument(
-        help="Architecture: mlp, cnn, mobilenetv2, resnet50, vgg16.")] = None,
+        help="Architecture: mlp, cnn, resnet20, mobilenetv2, resnet50, vgg16.")] = None,
     epochs: Annotated[int | None, typer.Option(
         help=_h("Maximum epochs.", "epochs"))] = None,
     batch_size: Annotated[int | None, typer.Option(
@@ -156,7 +156,8 @@ def train(
             result = trainer.resume(resume, data_dir=data_dir, verbose=verbose)
         else:
             if arch is None:
-                _fail("missing ARCH (mlp, cnn, mobilenetv2, resnet50, vgg16) or --resume RUN")
+                _fail("missing ARCH (mlp, cnn, resnet20, mobilenetv2, resnet50, vgg16) or "
+                      "--resume RUN")
             config = recipe(
                 arch, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                 schedule=schedule, warmup_epochs=warmup_epochs, cycle_epochs=cycle_epochs,

@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.tf
 
-ARCHS = ["mlp", "cnn", "mobilenetv2", "resnet50", "vgg16"]
+ARCHS = ["mlp", "cnn", "resnet20", "mobilenetv2", "resnet50", "vgg16"]
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,15 @@ def test_contract(arch_module, name, test_split):
     assert np.isfinite(logits).all()
     # Logits, not probabilities: rows need not sum to 1 and may be negative.
     assert not np.allclose(logits.sum(axis=1), 1.0)
+
+
+def test_resnet20_is_he_et_als_cifar_network(arch_module):
+    model = arch_module.build("resnet20")
+    convs = [layer for layer in model.layers
+             if layer.__class__.__name__ == "Conv2D" and "proj" not in layer.name]
+    assert len(convs) + 1 == 20  # 19 3x3 convolutions and the classifier
+    assert 265_000 <= model.count_params() <= 275_000
+    assert model.get_layer("gap").input_shape[1:] == (7, 7, 64)
 
 
 def test_cnn_is_compact(arch_module):

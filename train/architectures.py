@@ -101,6 +101,46 @@ def build_cnn(*, widths: tuple[int, ...] = (32, 64, 128), dropout: float = 0.3,
     return keras.Model(inputs, _logits(x, dropout), name="cnn")
 
 
+def build_resnet(*, blocks: int = 3, widths: tuple[int, ...] = (16, 32, 64),
+                 dropout: float = 0.0, l2: float = 0.0, name: str = "resnet20") -> keras.Model:
+    """CIFAR-style ResNet (He et al. 2016, "Deep Residual Learning for Image Recognition",
+    arXiv:1512.03385, sec. 4.2) on 28x28 input: a 3x3 convolution, then three stages of
+    ``blocks`` basic blocks (two 3x3 Conv2D + BatchNorm, ReLU) with ``widths`` filters, the
+    second and third stage starting with stride 2 (28 -> 14 -> 7); identity shortcuts, a 1x1
+    convolution + BatchNorm where the shape changes (option B of the paper); global average
+    pooling and a Dense(10) head. ``blocks=3`` is ResNet-20 (6n + 2 layers, about 0.27M
+    parameters), ``blocks=1`` ResNet-8.
+
+    Args:
+        blocks: basic blocks per stage (n in 6n + 2).
+        widths: filters of the three stages.
+        dropout: dropout rate before the classifier.
+        l2: L2 penalty on conv/dense kernels (0 disables it).
+        name: model name.
+    """
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+
+    def conv_bn(x, filters, kernel, stride, tag):
+        x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+                          kernel_regularizer=reg, name=tag)(x)
+        return layers.BatchNormalization(name=f"{tag}_bn")(x)
+
+    inputs = _input()
+    x = _fmnist_normalization()(inputs)
+    x = layers.ReLU(name="stem_relu")(conv_bn(x, widths[0], 3, 1, "stem"))
+    for stage, width in enumerate(widths, start=1):
+        for block in range(1, blocks + 1):
+            stride = 2 if stage > 1 and block == 1 else 1
+            tag = f"s{stage}b{block}"
+            y = layers.ReLU(name=f"{tag}_relu1")(conv_bn(x, width, 3, stride, f"{tag}_conv1"))
+            y = conv_bn(y, width, 3, 1, f"{tag}_conv2")
+            shortcut = (conv_bn(x, width, 1, stride, f"{tag}_proj")
+                        if stride != 1 or x.shape[-1] != width else x)
+            x = layers.ReLU(name=f"{tag}_relu2")(layers.Add(name=f"{tag}_add")([y, shortcut]))
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, _logits(x, dropout), name=name)
+
+
 # Per-backbone input normalisation expected by its ImageNet weights, as per-channel
 # (mean, std) on 0-255 RGB (keras.applications `preprocess_input` docs):
 # "tf" mode scales to [-1, 1]; "caffe" mode subtracts the ImageNet BGR means (RGB==BGR here,
@@ -190,6 +230,7 @@ def _backbone_builder(name: str) -> Callable[..., keras.Model]:
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "mlp": build_mlp,
     "cnn": build_cnn,
+    "resnet20": build_resnet,
     "mobilenetv2": _backbone_builder("mobilenetv2"),
     "resnet50": _backbone_builder("resnet50"),
     "vgg16": _backbone_builder("vgg16"),

@@ -190,6 +190,14 @@ RECIPES: dict[str, TrainConfig] = {
         arch="cnn", epochs=50, batch_size=256, optimizer="adamw", lr=3e-3, schedule="onecycle",
         weight_decay=5e-4, label_smoothing=0.1,
         augment=AugmentConfig(shift_px=2, flip=True, erasing_prob=0.3)),
+    # Zhong et al.'s Fashion-MNIST recipe (github.com/zhunzhong07/Random-Erasing, README and
+    # issue #10: 95.55 % with random erasing): SGD momentum 0.9, lr 0.1, weight decay 5e-4,
+    # batch 128, 300 epochs, pad-4 crop, flip, random erasing p 0.5; cosine decay here instead
+    # of the step schedule (/10 at 150 and 225). Selected on the validation split.
+    "resnet20": TrainConfig(
+        arch="resnet20", epochs=300, batch_size=128, optimizer="sgd", lr=0.1,
+        schedule="cosine", warmup_epochs=1.0, weight_decay=5e-4,
+        augment=AugmentConfig(shift_px=4, flip=True, erasing_prob=0.5)),
     "mobilenetv2": TrainConfig(
         arch="mobilenetv2", epochs=30, batch_size=128, optimizer="adamw", lr=1e-3,
         schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1, input_size=40,
