@@ -73,7 +73,7 @@ def _fail(message: str, code: int = 1) -> None:
 @app.command()
 def train(
     arch: Annotated[str | None, typer.Argument(
-        help="Architecture: mlp, cnn, resnet20, mobilenetv2, resnet50, vgg16.")] = None,
+        help="Architecture: mlp, cnn, resnet20, resnet8, mobilenetv2, resnet50, vgg16.")] = None,
     epochs: Annotated[int | None, typer.Option(
         help=_h("Maximum epochs.", "epochs"))] = None,
     batch_size: Annotated[int | None, typer.Option(
@@ -134,6 +134,14 @@ def train(
     photo_pool_size: Annotated[int | None, typer.Option(
         help=_h("Training images rendered into the photo pool (cached on disk).",
                 "photo_pool_size"))] = None,
+    teacher: Annotated[str | None, typer.Option(
+        help="Knowledge distillation from these run folders or .keras files "
+             "(comma-separated; their logits are averaged).")] = None,
+    distill_temperature: Annotated[float | None, typer.Option(
+        help=_h("Distillation temperature T.", "distill_temperature"))] = None,
+    distill_alpha: Annotated[float | None, typer.Option(
+        help=_h("Weight of the soft-target loss (1 - alpha: the labels).",
+                "distill_alpha"))] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue an interrupted run folder.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),
@@ -156,7 +164,7 @@ def train(
             result = trainer.resume(resume, data_dir=data_dir, verbose=verbose)
         else:
             if arch is None:
-                _fail("missing ARCH (mlp, cnn, resnet20, mobilenetv2, resnet50, vgg16) or "
+                _fail("missing ARCH (mlp, cnn, resnet20, resnet8, mobilenetv2, resnet50, vgg16) or "
                       "--resume RUN")
             config = recipe(
                 arch, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
@@ -167,7 +175,9 @@ def train(
                 shear_deg=shear_deg, erasing_prob=erasing_prob, input_size=input_size,
                 weights=weights, dropout=dropout, distribute=distribute,
                 mixed_precision=mixed_precision, class_split=class_split,
-                photo_augment=photo_augment, photo_pool_size=photo_pool_size)
+                photo_augment=photo_augment, photo_pool_size=photo_pool_size,
+                teacher=teacher, distill_temperature=distill_temperature,
+                distill_alpha=distill_alpha)
             result = trainer.train(config, data_dir=data_dir, runs_dir=runs_dir,
                                    verbose=verbose)
     except trainer.TrainingInterrupted as exc:

@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.tf
 
-ARCHS = ["mlp", "cnn", "resnet20", "mobilenetv2", "resnet50", "vgg16"]
+ARCHS = ["mlp", "cnn", "resnet20", "resnet8", "mobilenetv2", "resnet50", "vgg16"]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,31 @@ def test_resnet20_is_he_et_als_cifar_network(arch_module):
     assert len(convs) + 1 == 20  # 19 3x3 convolutions and the classifier
     assert 265_000 <= model.count_params() <= 275_000
     assert model.get_layer("gap").input_shape[1:] == (7, 7, 64)
+
+
+def test_resnet8_is_an_edge_model(arch_module):
+    model = arch_module.build("resnet8")
+    assert model.count_params() <= 100_000  # int8 weights under 100 KB with room for metadata
+
+
+def test_distillation_fit_runs_and_records_its_teacher(data_dir, tmp_path):
+    """Two epochs of ResNet-8 on 2,000 real images, taught by a 1-epoch MLP run."""
+    import json
+
+    from fmnist_edge.train import trainer
+    from fmnist_edge.train.config import recipe
+
+    teacher = trainer.train(recipe("mlp", epochs=1, train_limit=2000, val_size=500),
+                            data_dir=data_dir, runs_dir=tmp_path, verbose=0).run_dir
+    student = trainer.train(
+        recipe("resnet8", epochs=2, train_limit=2000, val_size=500, teacher=str(teacher),
+               distill_temperature=4.0, distill_alpha=0.9),
+        data_dir=data_dir, runs_dir=tmp_path, verbose=0)
+    config = json.loads((student.run_dir / "config.json").read_text())
+    assert config["teacher"] == str(teacher) and config["distill_alpha"] == 0.9
+    history = json.loads((student.run_dir / "history.json").read_text())
+    assert len(history) == 2 and history[-1]["val_accuracy"] > 0.3
+    assert student.metrics["top1_accuracy"] > 0.3
 
 
 def test_cnn_is_compact(arch_module):

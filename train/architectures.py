@@ -11,6 +11,7 @@ sub-model: tfmot can neither prune nor quantize a model inside a model
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -231,6 +232,7 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "mlp": build_mlp,
     "cnn": build_cnn,
     "resnet20": build_resnet,
+    "resnet8": functools.partial(build_resnet, blocks=1, name="resnet8"),
     "mobilenetv2": _backbone_builder("mobilenetv2"),
     "resnet50": _backbone_builder("resnet50"),
     "vgg16": _backbone_builder("vgg16"),

@@ -98,13 +98,70 @@ def write_state(run_dir: Path, status: str, **extra: Any) -> None:
 
 def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> None:
     """Compile with the configured optimizer/schedule, label-smoothed cross-entropy on logits
-    and top-1 accuracy."""
-    model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                  label_smoothing=config.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
+    and top-1 accuracy; with a teacher, the distillation loss of :func:`distillation_loss`."""
+    cross_entropy = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=config.label_smoothing)
+    if not config.teacher:
+        loss, accuracy = cross_entropy, keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        loss = distillation_loss(cross_entropy, config.distill_temperature,
+                                 config.distill_alpha)
+
+        def accuracy_fn(y_true, logits):
+            return keras.metrics.categorical_accuracy(y_true[:, :logits.shape[-1]], logits)
+
+        accuracy = keras.metrics.MeanMetricWrapper(accuracy_fn, name="accuracy")
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch), loss=loss,
+                  metrics=[accuracy])
+
+
+def distillation_loss(cross_entropy, temperature: float, alpha: float):
+    """Hinton et al. 2015 (arXiv:1503.02531, sec. 2): ``alpha * T**2 * CE(softmax(teacher / T),
+    softmax(student / T)) + (1 - alpha) * CE(labels, student)``.
+
+    The targets are ``float32[B, 2C]``: the one-hot labels, then the teacher's softened
+    probabilities (:func:`with_teacher_targets`); ``float32[B, C]`` targets (validation) get
+    the label cross-entropy alone.
+    """
+    def loss(y_true, logits):
+        classes = logits.shape[-1]
+        if y_true.shape[-1] == classes:
+            return cross_entropy(y_true, logits)
+        labels, soft = y_true[:, :classes], y_true[:, classes:]
+        kd = keras.losses.categorical_crossentropy(soft, logits / temperature, from_logits=True)
+        return alpha * temperature ** 2 * tf.reduce_mean(kd) + (
+            1 - alpha) * cross_entropy(labels, logits)
+
+    return loss
+
+
+def load_teachers(spec: str) -> list[keras.Model]:
+    """The teacher models of ``--teacher`` (comma-separated run folders or ``.keras`` files).
+
+    Raises:
+        fmnist_edge.runs.RunError: a teacher path holds no model.
+        ValueError: a teacher does not honour the contract.
+    """
+    teachers = []
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        path = runs.resolve_model(item)
+        model = keras.models.load_model(path, compile=False)
+        if model.output_shape != (None, 10):
+            raise ValueError(f"--teacher {item}: outputs {model.output_shape}, not (None, 10)")
+        model.trainable = False
+        teachers.append(model)
+    return teachers
+
+
+def with_teacher_targets(ds: tf.data.Dataset, teachers: list[keras.Model],
+                         temperature: float) -> tf.data.Dataset:
+    """Append ``softmax(mean(teacher logits) / T)`` to each batch's one-hot targets, computed
+    on the very (augmented) batch the student sees: ``(x, y[B, C]) -> (x, [y, q][B, 2C])``."""
+    def add(x, y):
+        logits = tf.add_n([t(x, training=False) for t in teachers]) / len(teachers)
+        return x, tf.concat([y, tf.nn.softmax(logits / temperature)], axis=-1)
+
+    return ds.map(add, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def fit(model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path, *,
@@ -139,6 +196,9 @@ def fit(model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path, 
                             num_classes=num_classes, training=True, augment=config.augment,
                             seed=config.seed, photo_pool=pool,
                             photo_fraction=config.photo_augment)
+    if config.teacher:
+        train_ds = with_teacher_targets(train_ds, load_teachers(config.teacher),
+                                        config.distill_temperature)
     has_val = len(splits.x_val) > 0
     val_ds = (make_dataset(splits.x_val, splits.y_val, batch_size=512,
                            num_classes=num_classes) if has_val else None)
