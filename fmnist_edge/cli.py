@@ -281,6 +281,36 @@ def _print_photo_report(report: dict) -> None:
 
 
 @app.command()
+def serve(
+    model: Annotated[str, typer.Option(
+        help="Model file, export or run folder, or a shipped model.")] = "default",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    top_k: Annotated[int, typer.Option(help="Classes returned per image.")] = 3,
+    max_body_mb: Annotated[float, typer.Option(
+        help="Largest request body, MiB (larger: 413).")] = 16.0,
+    max_concurrency: Annotated[int, typer.Option(
+        help="Requests converted and classified at once; the others wait.")] = 4,
+    threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
+) -> None:
+    """Serve the model over HTTP: POST /predict, GET /healthz, GET /model, and a page at /."""
+    from fmnist_edge.predict import resolve_model
+    from fmnist_edge.runs import RunError
+    from fmnist_edge.runtime import ModelFileError
+    from fmnist_edge.serve import serve as run_server
+
+    if not 1 <= port <= 65535 or max_body_mb <= 0 or max_concurrency < 1 or not 1 <= top_k <= 10:
+        _fail("--port must be 1-65535, --max-body-mb > 0, --max-concurrency >= 1, --top-k 1-10")
+    try:
+        run_server(resolve_model(model), host=host, port=port, top_k=top_k,
+                   max_body_bytes=int(max_body_mb * 2**20), max_concurrency=max_concurrency,
+                   num_threads=threads)
+    except (ModelFileError, RunError, FileNotFoundError, ImportError, ValueError,
+            OSError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
 def info(
     model: Annotated[str, typer.Argument(
         help="Model file, export or run folder, or a shipped model (default, default-tflite, "
