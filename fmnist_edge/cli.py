@@ -281,6 +281,68 @@ def _print_photo_report(report: dict) -> None:
 
 
 @app.command()
+def explain(
+    paths: Annotated[list[str], typer.Argument(help="Image files, directories or globs.")],
+    model: Annotated[str, typer.Option(
+        help="Run folder or .keras file (explanations need the Keras model).")] = ...,
+    out: Annotated[Path, typer.Option(help="Folder for <stem>.explain.png.")] = Path("explain"),
+    top_k: Annotated[int, typer.Option(help="Classes shown per image.")] = 3,
+) -> None:
+    """Grad-CAM over the last convolutional stage (input-gradient saliency for the MLP) and
+    the first and last stages' activations, per image, as PNG figures."""
+    from fmnist_edge.predict import expand_paths
+    from fmnist_edge.preprocess import ImageError, load_image
+    from fmnist_edge.runs import RunError, resolve_model
+
+    if not 1 <= top_k <= 10:
+        _fail("--top-k must be in 1..10")
+    try:
+        from fmnist_edge.train import plots
+        from fmnist_edge.train.explain import explain as run_explain
+        from fmnist_edge.train.keras_shim import keras
+    except ImportError as exc:
+        _fail(f"explain needs TensorFlow ({exc}): pip install \"fmnist-edge[train]\"")
+    try:
+        path = resolve_model(model)
+        if path.suffix != ".keras":
+            raise RunError(f"--model {model}: explain needs a run folder or .keras file, not "
+                           f"{path.suffix or 'a folder'} (gradients come from the Keras model)")
+        keras_model = keras.models.load_model(path, compile=False)
+    except RunError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # Keras' own errors for unreadable archives
+        _fail(f"{model}: not a readable Keras model ({exc})")
+    files, failures = expand_paths(paths)
+    ok = not failures
+    for failure in failures:
+        typer.secho(f"{failure.path}: error: {failure.error}", fg=typer.colors.RED, err=True)
+    for file in files:
+        try:
+            pixels = load_image(file).pixels
+        except ImageError as exc:
+            typer.secho(f"{file}: error: {exc}", fg=typer.colors.RED, err=True)
+            ok = False
+            continue
+        found = run_explain(keras_model, pixels[None])
+        from fmnist_edge.contract import softmax
+
+        probs = softmax(found.logits)[0]
+        target = out / f"{file.stem}.explain.png"
+        try:
+            plots.explanation(pixels, probs, found.heatmap[0], found.method,
+                              None if found.first_stage is None else found.first_stage[0],
+                              None if found.last_stage is None else found.last_stage[0],
+                              target, top_k=top_k)
+        except OSError as exc:
+            _fail(f"--out {out}: cannot write ({exc.strerror or exc})")
+        note = "" if found.method == "gradcam" else " (no convolution: input-gradient saliency)"
+        best = int(probs.argmax())
+        typer.echo(f"{file}: {LABELS[best]} {probs[best]:.1%} -> {target}{note}")
+    if not ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def serve(
     model: Annotated[str, typer.Option(
         help="Model file, export or run folder, or a shipped model.")] = "default",

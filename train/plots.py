@@ -102,10 +102,108 @@ def confidence_boxplot(labels: np.ndarray, logits: np.ndarray, path: Path) -> Pa
     return _save(fig, path)
 
 
-def architecture_summary(summary: str, path: Path) -> Path:
-    """The Keras model summary rendered as a monospace figure."""
+def _overlay(ax, image: np.ndarray, heat: np.ndarray, title: str) -> None:
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+    ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def _channel_grid(ax, maps: np.ndarray, title: str, count: int = 16) -> None:
+    """Up to ``count`` channels of ``float[h, w, c]`` tiled in a square grid, each scaled."""
+    c = min(count, maps.shape[-1])
+    side = int(np.ceil(np.sqrt(c)))
+    h, w = maps.shape[:2]
+    grid = np.zeros((side * (h + 1), side * (w + 1)), np.float32)
+    for k in range(c):
+        m = maps[..., k]
+        m = (m - m.min()) / (np.ptp(m) or 1.0)
+        r, q = divmod(k, side)
+        grid[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = m
+    ax.imshow(grid, cmap="viridis")
+    ax.set_title(f"{title}: {c} of {maps.shape[-1]} channels, {h}x{w}", fontsize=8)
+    ax.axis("off")
+
+
+def explanation(image: np.ndarray, probs: np.ndarray, heat: np.ndarray, method: str,
+                first: np.ndarray | None, last: np.ndarray | None, path: Path,
+                top_k: int = 3) -> Path:
+    """One image explained: the 28x28 input, its top-k, the heat map blended on it
+    (Grad-CAM or saliency) and, for convolutional models, the first and last stages'
+    activations."""
     plt = _pyplot()
-    lines = summary.splitlines()
-    fig = plt.figure(figsize=(10, 0.16 * len(lines) + 0.5))
-    fig.text(0.01, 0.99, summary, family="monospace", fontsize=7, va="top")
+    panels = 4 if first is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.4))
+    order = np.argsort(-probs)[:top_k]
+    axes[0].imshow(image, cmap="gray", vmin=0, vmax=255)
+    axes[0].set_title("input (what the model saw)\n" + "\n".join(
+        f"{LABELS[i]} {probs[i]:.0%}" for i in order), fontsize=8)
+    axes[0].axis("off")
+    name = "Grad-CAM, last conv stage" if method == "gradcam" else "input-gradient saliency"
+    _overlay(axes[1], image, heat, f"{name}\nfor {LABELS[order[0]]}")
+    if first is not None:
+        _channel_grid(axes[2], first, "first conv stage")
+        _channel_grid(axes[3], last, "last conv stage")
+    return _save(fig, path)
+
+
+def gradcam_grid(images: np.ndarray, labels: np.ndarray, heat: np.ndarray, predicted,
+                 method: str, path: Path) -> Path:
+    """Heat maps of several test images blended on them, titled predicted / true class."""
+    plt = _pyplot()
+    n = len(images)
+    fig, axes = plt.subplots(2, (n + 1) // 2, figsize=(1.9 * ((n + 1) // 2), 4.4))
+    for ax, img, h, p, t in zip(np.ravel(axes), images, heat, predicted, labels):
+        _overlay(ax, img, h, f"{LABELS[int(p)]}\n(true {LABELS[int(t)]})")
+    fig.suptitle("Grad-CAM (last conv stage)" if method == "gradcam"
+                 else "input-gradient saliency (no convolutions)", fontsize=9)
+    return _save(fig, path)
+
+
+def feature_maps(image: np.ndarray, first: np.ndarray, last: np.ndarray, path: Path) -> Path:
+    """One test image and its first and last convolutional stages' activations."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    axes[0].imshow(image, cmap="gray", vmin=0, vmax=255)
+    axes[0].set_title("input", fontsize=8)
+    axes[0].axis("off")
+    _channel_grid(axes[1], first, "first conv stage")
+    _channel_grid(axes[2], last, "last conv stage")
+    return _save(fig, path)
+
+
+def architecture_diagram(model, path: Path) -> Path:
+    """The layers as a diagram: Keras' ``plot_model`` when pydot and Graphviz are installed,
+    else a drawn block list (one box per layer: name, type, output shape; arrows between)."""
+    try:
+        import pydot  # noqa: F401
+
+        from fmnist_edge.train.keras_shim import keras
+
+        return atomic.write_with(path, lambda tmp: keras.utils.plot_model(
+            model, to_file=str(tmp), show_shapes=True, dpi=80))
+    except Exception:  # no pydot / Graphviz: draw it
+        pass
+    plt = _pyplot()
+    rows = [(layer.name, layer.__class__.__name__,
+             str(getattr(layer, "output_shape", ""))) for layer in model.layers]
+    per_col = 36
+    cols = int(np.ceil(len(rows) / per_col))
+    fig, ax = plt.subplots(figsize=(4.2 * cols, 0.32 * min(len(rows), per_col) + 0.8))
+    ax.set_xlim(0, cols)
+    ax.set_ylim(min(len(rows), per_col), -0.8)
+    ax.axis("off")
+    for k, (name, kind, shape) in enumerate(rows):
+        col, row = divmod(k, per_col)
+        colour = {"Conv2D": "#cde", "DepthwiseConv2D": "#cde", "Dense": "#edc",
+                  "BatchNormalization": "#eee", "Add": "#dec"}.get(kind, "#f7f7f7")
+        ax.add_patch(plt.Rectangle((col + 0.04, row - 0.36), 0.92, 0.72, facecolor=colour,
+                                   edgecolor="#666", linewidth=0.6))
+        ax.text(col + 0.08, row, f"{name}  [{kind}]  {shape}", fontsize=6, va="center",
+                family="monospace")
+        if row + 1 < per_col and k + 1 < len(rows):
+            ax.annotate("", (col + 0.5, row + 0.64), (col + 0.5, row + 0.36),
+                        arrowprops={"arrowstyle": "->", "lw": 0.5})
+    ax.set_title(f"{model.name}: {len(rows)} layers, {model.count_params():,} parameters "
+                 "(in order, top to bottom, left to right)", fontsize=8)
     return _save(fig, path)

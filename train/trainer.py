@@ -254,8 +254,27 @@ def write_report(model: keras.Model, splits: Splits, run_dir: Path, *, prefix: s
     model.summary(print_fn=lambda line, *a, **k: lines.append(line), expand_nested=False)
     summary = "\n".join(lines)
     atomic.write_text(run_dir / f"{prefix}summary.txt", summary + "\n")
-    plots.architecture_summary(summary, run_dir / f"{prefix}architecture.png")
+    plots.architecture_diagram(model, run_dir / f"{prefix}architecture.png")
+    write_explanations(model, splits, run_dir, prefix=prefix)
     return metrics
+
+
+def write_explanations(model: keras.Model, splits: Splits, run_dir: Path, *,
+                       prefix: str = "", count: int = 8) -> None:
+    """``gradcam.png`` (Grad-CAM, or saliency for the MLP, of ``count`` test images) and, for
+    convolutional models, ``feature_maps.png`` (the first test image's first and last
+    stages)."""
+    from fmnist_edge.train.explain import explain
+
+    images, labels = splits.x_test[:count], splits.y_test[:count]
+    if model.output_shape != (None, 10) or not len(images):
+        return  # a class-split stage model: no 10-class explanation
+    found = explain(model, images)
+    plots.gradcam_grid(images, labels, found.heatmap, found.logits.argmax(1), found.method,
+                       run_dir / f"{prefix}gradcam.png")
+    if found.first_stage is not None:
+        plots.feature_maps(images[0], found.first_stage[0], found.last_stage[0],
+                           run_dir / f"{prefix}feature_maps.png")
 
 
 def environment() -> dict[str, Any]:
