@@ -121,7 +121,8 @@ def train(
     dropout: Annotated[float | None, typer.Option(
         help=_h("Dropout before the classifier.", "dropout"))] = None,
     distribute: Annotated[str | None, typer.Option(
-        help=_h("none or mirrored.", "distribute"))] = None,
+        help=_h("none, mirrored (this machine's devices) or multiworker ($TF_CONFIG's "
+                "machines).", "distribute"))] = None,
     mixed_precision: Annotated[bool | None, typer.Option(
         "--mixed-precision/--no-mixed-precision",
         help=_h("mixed_float16 on GPU, mixed_bfloat16 on CPU.", "mixed_precision"))] = None,
@@ -188,6 +189,10 @@ def train(
         _fail(f"cannot write {exc.filename or runs_dir} ({exc.strerror or exc}); the run "
               "folder keeps its last complete files: free space, then --resume it")
     m = result.metrics
+    if m.get("worker"):
+        typer.echo(f"worker finished ({result.wall_time_s / 60:.1f} min); the chief wrote "
+                   "the run folder")
+        return
     stages = "".join(f", {k} {v:.2%}" for k, v in m.items() if k.endswith("_stage_accuracy"))
     typer.echo(f"{result.run_dir}: test top-1 {m['top1_accuracy']:.2%}, loss {m['loss']:.4f}, "
                f"{m['parameters']:,} parameters{stages}, {result.wall_time_s / 60:.1f} min")

@@ -13,7 +13,7 @@ from typing import Any
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle", "triangular")
-DISTRIBUTE = ("none", "mirrored")
+DISTRIBUTE = ("none", "mirrored", "multiworker")
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,9 @@ class TrainConfig:
         input_size: resize side for keras.applications backbones (``None``: builder default).
         weights: ``none``, ``imagenet`` or a weights-file path (backbones only).
         dropout: dropout before the classifier (``None``: builder default).
-        distribute: ``none`` or ``mirrored`` (tf.distribute.MirroredStrategy).
+        distribute: ``none``, ``mirrored`` (tf.distribute.MirroredStrategy, the devices of
+            one machine) or ``multiworker`` (tf.distribute.MultiWorkerMirroredStrategy over
+            the machines that ``$TF_CONFIG`` lists; the chief writes the run folder).
         mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU.
         class_split: the CNN seed's two-stage recipe (classes 0-4, then a new head on 5-9).
         photo_augment: fraction (0-1) of each training batch taken from the photo pool

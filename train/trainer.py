@@ -77,7 +77,27 @@ def load_splits(config: TrainConfig, data_dir: str | Path | None = None) -> Spli
 def _strategy(config: TrainConfig) -> tf.distribute.Strategy:
     if config.distribute == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if config.distribute == "multiworker":
+        import os
+
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("--distribute multiworker needs $TF_CONFIG (the cluster and this "
+                             "worker's task), see the README's multi-worker section")
+        return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run folder: always, except in a multi-worker cluster,
+    where only the chief does (the ``chief`` task, else ``worker`` 0, as TensorFlow's
+    multi-worker guide defines it)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief":
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in cluster
 
 
 def _precision_policy(config: TrainConfig) -> str:
@@ -165,7 +185,8 @@ def with_teacher_targets(ds: tf.data.Dataset, teachers: list[keras.Model],
 
 
 def fit(model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path, *,
-        prefix: str = "", num_classes: int = 10, verbose: int = 1) -> keras.Model:
+        prefix: str = "", num_classes: int = 10, verbose: int = 1,
+        reload: bool = True) -> keras.Model:
     """Fit ``model`` (compiled here) with checkpointing, resumable backups and history.
 
     Args:
@@ -176,6 +197,9 @@ def fit(model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path, 
         prefix: file-name prefix for multi-stage recipes.
         num_classes: width of the one-hot labels.
         verbose: Keras verbosity (1 progress bar, 2 one line per epoch, 0 silent).
+        reload: return the best checkpoint reloaded from disk (``False``: the model as
+            trained; under a multi-worker strategy, reload outside its scope, or every
+            worker would have to take part in the new model's collective initialisation).
 
     Returns:
         The best checkpoint (by validation accuracy), reloaded from disk.
@@ -225,6 +249,8 @@ def fit(model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path, 
     except KeyboardInterrupt:
         write_state(run_dir, "interrupted")
         raise TrainingInterrupted(run_dir) from None
+    if not reload:
+        return model
     return keras.models.load_model(model_path, compile=False)
 
 
@@ -288,11 +314,13 @@ def environment() -> dict[str, Any]:
 
 
 def prepare(config: TrainConfig) -> tuple[tf.distribute.Strategy, str]:
-    """Seed everything and set the precision policy; returns the strategy and policy."""
+    """Create the distribution strategy (first: a multi-worker one must exist before other
+    TensorFlow work), seed everything and set the precision policy."""
+    strategy = _strategy(config)
     keras.utils.set_random_seed(config.seed)
     policy = _precision_policy(config)
     keras.mixed_precision.set_global_policy(policy)
-    return _strategy(config), policy
+    return strategy, policy
 
 
 def train(config: TrainConfig, *, data_dir: str | Path | None = None,
@@ -323,8 +351,10 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     start = time.perf_counter()
     splits = load_splits(config, data_dir)
     kwargs = builder_kwargs(config)
-    run_dir = Path(run_dir) if run_dir else runs.new_run_dir(config.arch, runs_dir)
     strategy, policy = prepare(config)
+    if not is_chief(strategy):
+        return _train_worker(config, splits, kwargs, strategy, run_dir, verbose)
+    run_dir = Path(run_dir) if run_dir else runs.new_run_dir(config.arch, runs_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale_temps(run_dir)
     history_path = run_dir / runs.HISTORY_JSON
@@ -339,7 +369,8 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     write_state(run_dir, "training", segments=segments)
     with strategy.scope():
         model = architectures.build(config.arch, **kwargs)
-        best = fit(model, config, splits, run_dir, verbose=verbose)
+        fit(model, config, splits, run_dir, verbose=verbose, reload=False)
+    best = keras.models.load_model(run_dir / runs.MODEL_FILE, compile=False)
     # A resumed run also counts the epochs its earlier segments completed.
     train_time = time.perf_counter() - start + sum(h["epoch_time_s"] for h in earlier)
     history = runs.read_json(history_path, [])
@@ -362,6 +393,27 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
     write_state(run_dir, "finished", wall_time_s=wall)
     return TrainResult(run_dir, metrics, wall)
+
+
+def _train_worker(config: TrainConfig, splits: Splits, kwargs: dict, strategy,
+                  run_dir: str | Path | None, verbose: int) -> TrainResult:
+    """A non-chief worker of a multi-worker run: it trains its share in step with the chief,
+    running the same callbacks (saving a model takes part in collective operations, so every
+    worker saves, as TensorFlow's multi-worker guide says) into a temporary folder that is
+    removed at the end; nothing is written where the chief writes."""
+    import tempfile
+
+    start = time.perf_counter()
+    own = Path(tempfile.mkdtemp(prefix="fmnist-edge-worker-"))
+    if run_dir and (Path(run_dir) / runs.BACKUP_DIR).is_dir():  # --resume: the chief's state
+        shutil.copytree(Path(run_dir) / runs.BACKUP_DIR, own / runs.BACKUP_DIR)
+    try:
+        with strategy.scope():
+            model = architectures.build(config.arch, **kwargs)
+            fit(model, config, splits, own, verbose=verbose, reload=False)
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
+    return TrainResult(own, {"worker": True}, time.perf_counter() - start)
 
 
 def resume(run_dir: str | Path, *, data_dir: str | Path | None = None,
