@@ -118,3 +118,16 @@ def test_weights_file_route_loads_the_backbone(arch_module, tmp_path):
         loaded = model.get_layer(layer_name).get_weights()[0]
         np.testing.assert_array_equal(loaded, donor.get_layer(layer_name).get_weights()[0])
         assert not np.array_equal(loaded, fresh.get_layer(layer_name).get_weights()[0])
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_explain_covers_every_architecture(arch_module, name, test_split):
+    from fmnist_edge.train.explain import explain
+
+    found = explain(arch_module.build(name), test_split[0][:2])
+    assert found.heatmap.shape == (2, 28, 28) and np.isfinite(found.heatmap).all()
+    assert 0 <= found.heatmap.min() and found.heatmap.max() <= 1
+    if name == "mlp":
+        assert found.method == "saliency" and found.first_stage is None
+    else:
+        assert found.method == "gradcam" and found.last_stage.ndim == 4

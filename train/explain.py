@@ -45,14 +45,18 @@ def last_conv_stage(model: keras.Model):
 
 
 def first_conv_stage(model: keras.Model):
-    """The activation output of the first Conv2D (after its BatchNorm), or ``None``."""
-    seen_conv = False
+    """The first Conv2D's activations: its own output when it applies a nonlinearity itself
+    (VGG16), else the output of the activation layer after it (after its BatchNorm); ``None``
+    without convolutions."""
+    conv = None
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            seen_conv = True
-        elif seen_conv and layer.__class__.__name__ in _ACTIVATIONS:
+        if conv is None and isinstance(layer, keras.layers.Conv2D):
+            conv = layer
+            if getattr(layer.activation, "__name__", "linear") != "linear":
+                return layer.output
+        elif conv is not None and layer.__class__.__name__ in _ACTIVATIONS:
             return layer.output
-    return None
+    return None if conv is None else conv.output
 
 
 def explain(model: keras.Model, images: np.ndarray, classes: np.ndarray | None = None
