@@ -227,12 +227,16 @@ def _convert_trim(rgb: np.ndarray, *, crop: bool = True) -> np.ndarray:
     return np.asarray(gray, dtype=np.uint8)
 
 
-def compose_on_black(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def compose_on_black(rgb: np.ndarray, mask: np.ndarray, *, lay_flat: bool = False
+                     ) -> np.ndarray:
     """The masked object, negated, on black, cropped to the mask and fitted to 28x28.
 
     Args:
         rgb: ``uint8[H, W, 3]`` photo.
         mask: ``bool[h, w]`` foreground (any size: the photo is resized to it, area-averaged).
+        lay_flat: turn an object taller than wide by 90 degrees counter-clockwise, so that
+            it lies on its side as Fashion-MNIST shows shoes (for one shoe of a pair
+            photographed from above, toes up: the toe then points left, as in the dataset).
 
     Returns:
         ``uint8[28, 28]``: 255 minus the luminance (ITU-R 601, Pillow's ``L``) inside the
@@ -251,6 +255,8 @@ def compose_on_black(rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     crop = negated[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    if lay_flat and crop.shape[0] > crop.shape[1]:
+        crop = np.ascontiguousarray(np.rot90(crop, 1))
     return np.asarray(_fit(Image.fromarray(crop), 0), dtype=np.uint8)
 
 
@@ -286,8 +292,10 @@ def convert(img: Image.Image, segment: str | None = None) -> Prepared:
         except segmentation.SegmentationUnavailable as exc:
             return Prepared(_convert_trim(rgb), False, "trim", str(exc))
         if found.plausible:
-            return Prepared(compose_on_black(rgb, found.mask), False, "grabcut",
-                            mask=found.mask)
+            # A pair photographed apart (shoes): the main one is kept and laid on its side.
+            pair = found.components >= 2
+            return Prepared(compose_on_black(rgb, found.mask, lay_flat=pair), False,
+                            "grabcut", mask=found.mask)
         whole = np.ones(found.mask.shape, dtype=bool)
         return Prepared(compose_on_black(rgb, whole), False, "none", found.reason, whole)
     return Prepared(_convert_trim(rgb, crop=segment == "trim"), False, segment)

@@ -112,6 +112,24 @@ def test_pair_rule_keeps_one_shoe():
     assert (px.max(axis=0) > 20).all()  # no gap between two shoes
 
 
+def test_one_shoe_of_a_pair_seen_from_above_is_laid_on_its_side():
+    rng = np.random.default_rng(5)
+    h, w = 400, 400
+    left, right = Image.new("L", (w, h), 0), Image.new("L", (w, h), 0)
+    for mask, x in ((left, 70), (right, 230)):  # two shoes from above, toes up, apart
+        ImageDraw.Draw(mask).ellipse((x, 60, x + 95, 340), fill=255)
+    photo = Image.fromarray(_photo(rng, [left, right], h, w))
+    out = preprocess.convert(photo, "grabcut")
+    rows = np.flatnonzero(out.pixels.max(axis=1) > 20)
+    cols = np.flatnonzero(out.pixels.max(axis=0) > 20)
+    assert len(cols) >= 26 and len(rows) <= 14  # one shoe, lying: wide, not tall
+    # One garment taller than wide (no pair) keeps its orientation.
+    single = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(single).rectangle((130, 40, 270, 360), fill=255)
+    out = preprocess.convert(Image.fromarray(_photo(rng, [single], h, w)), "grabcut")
+    assert len(np.flatnonzero(out.pixels.max(axis=1) > 20)) >= 26
+
+
 def test_studio_shot_keeps_the_papers_trim():
     photo = Image.new("RGB", (300, 400), "white")
     photo.paste(Image.new("RGB", (100, 250), (40, 40, 40)), (100, 80))

@@ -24,7 +24,7 @@ from fmnist_edge import atomic, photos, preprocess, segment
 from fmnist_edge.data import package_cache_dir
 
 #: Bumped whenever the renderer or the conversion changes what a pooled image looks like.
-POOL_VERSION = 2
+POOL_VERSION = 3
 #: Images rendered per worker task (each task has its own seeded generator).
 CHUNK = 500
 
