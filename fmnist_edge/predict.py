@@ -98,8 +98,8 @@ def resolve_model(text: str | Path) -> Path:
 
     Accepts ``default`` (the shipped model for the installed runtime, :func:`default_model`),
     ``default-tflite`` / ``default-onnx``, an export folder (its ``manifest.json`` names the
-    artifacts: the int8 one for the installed runtime), a run folder (its ``model.keras``),
-    or a model file.
+    artifacts: the int8 one for the installed runtime), a run folder (the artifact of its
+    ``export/`` when it was exported, else its ``model.keras``), or a model file.
 
     Raises:
         fmnist_edge.runs.RunError: nothing usable at that path.
@@ -116,6 +116,8 @@ def resolve_model(text: str | Path) -> Path:
             raise FileNotFoundError(f"{name}: not shipped in {MODELS_DIR}; reinstall")
         return path
     path = Path(text)
+    if path.is_dir() and (path / "export" / "manifest.json").is_file():
+        path = path / "export"  # an exported run: the artifact its manifest names
     manifest = path / "manifest.json"
     if path.is_dir() and manifest.is_file():
         artifacts = runs.read_json(manifest, {}).get("artifacts", {})

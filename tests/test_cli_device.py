@@ -57,6 +57,12 @@ def test_export_folder_and_shipped_names_are_models(tmp_path, test_split):
         assert result.exit_code == 0, (model, result.output)
     result = runner.invoke(app, ["benchmark", str(export), "--runs", "3", "--warmup", "1"])
     assert result.exit_code == 0, result.output
+    from fmnist_edge.predict import resolve_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.move(str(export), run / "export")  # an exported run folder: its int8 artifact
+    assert resolve_model(run) == run / "export" / "model_int8.onnx"
     result = runner.invoke(app, ["predict", str(image), "--model", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "nothing" in result.output
 

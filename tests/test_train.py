@@ -61,6 +61,14 @@ def test_explain_command(cnn_run, tmp_path, test_split):
                                       str(cnn_run.run_dir), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "boot.explain.png").stat().st_size > 5000
+    from fmnist_edge.train import architectures
+
+    mobilenet = tmp_path / "mobilenetv2.keras"
+    architectures.build("mobilenetv2").save(mobilenet)
+    result = CliRunner().invoke(app, ["explain", str(tmp_path / "boot.png"), "--model",
+                                      str(mobilenet), "--out", str(tmp_path / "out2")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out2" / "boot.explain.png").stat().st_size > 5000
     tflite = tmp_path / "m.tflite"
     tflite.write_bytes(b"x")
     result = CliRunner().invoke(app, ["explain", str(tmp_path / "boot.png"), "--model",
