@@ -235,13 +235,25 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
         except ImageError as exc:
             return exc
 
-    # Decoding (Pillow) and segmentation (OpenCV) release the GIL: convert a chunk of files on
-    # every core, then run the model on that chunk; memory stays bounded by the chunk size.
-    workers = min(len(files), os.cpu_count() or 1) or 1
+    def convert_many(paths: list[Path]) -> list[Prepared | ImageError]:
+        return [convert_one(path) for path in paths]
+
+    # Decoding (Pillow) and segmentation (OpenCV) release the GIL. Each chunk of files is
+    # converted in one task per core while the model classifies the chunk before it, so
+    # conversion and inference overlap; memory stays bounded by two chunks.
+    workers = max(1, min(len(files), os.cpu_count() or 1))
+    chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        for start in range(0, len(files), CHUNK):
-            chunk = files[start:start + CHUNK]
-            converted = list(pool.map(convert_one, chunk))
+
+        def submit(chunk: list[Path]) -> list[concurrent.futures.Future]:
+            step = -(-len(chunk) // workers)
+            return [pool.submit(convert_many, chunk[i:i + step])
+                    for i in range(0, len(chunk), step)]
+
+        pending = submit(chunks[0]) if chunks else []
+        for k, chunk in enumerate(chunks):
+            converted = [c for future in pending for c in future.result()]
+            pending = submit(chunks[k + 1]) if k + 1 < len(chunks) else []
             ready = [c.pixels for c in converted if not isinstance(c, ImageError)]
             probs = iter(softmax(runtime.logits(np.stack(ready))) if ready else ())
             for path, prepared in zip(chunk, converted):
