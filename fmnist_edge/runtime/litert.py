@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ class LiteRTRuntime:
 
     Args:
         path: the model file.
-        num_threads: interpreter threads (``None``: LiteRT's default).
+        num_threads: interpreter threads (``None``: one per CPU).
         max_batch: images per ``invoke`` (larger inputs are processed in chunks).
     """
 
@@ -67,6 +68,11 @@ class LiteRTRuntime:
                  max_batch: int = 256):
         self.path = Path(path)
         cls = interpreter_class()
+        if num_threads is None:
+            # LiteRT's own default is one thread; one per core doubled batch-64 throughput
+            # here and held up with another process on a core, unlike onnxruntime's pool
+            # (benchmarks/results/threads_under_load.json).
+            num_threads = os.cpu_count() or 1
         try:
             with quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate"
                 self.interpreter = cls(model_path=str(self.path), num_threads=num_threads)
