@@ -108,7 +108,11 @@ def test_benchmark_table_json_csv(tmp_path, data_dir):
     row = doc["rows"][2]
     assert row["model"] == int8 and row["batch_size"] == 1
     assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
-    assert row["throughput_ips"] == pytest.approx(1000 / row["p50_ms"], rel=1e-6)
+    # images over elapsed time: between the rates at the best and the worst call
+    assert 1000 / row["p99_ms"] * 0.9 <= row["throughput_ips"] <= 1000 / row["p50_ms"] * 3
+    assert row["first_load_time_ms"] >= 0 and row["load_time_ms"] >= 0
+    assert row["rss_delta_mb"] >= 0 or abs(row["rss_delta_mb"]) < 50
+    assert len(doc["machine"]["load_average_1_5_15_min"]) == 3
     assert row["size_ratio_to_first"] < 0.35 and row["peak_rss_mb"] > 0
     assert doc["rows"][0]["p50_ratio_to_first"] == 1.0
     assert (tmp_path / "b.csv").read_text().splitlines()[0].startswith("model,batch_size")
