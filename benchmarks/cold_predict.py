@@ -36,10 +36,7 @@ def main() -> None:
         png = args.image
         if png is None:
             png = Path(tmp) / "one.jpg"
-            photo = photos.render_phone_photo(images[0], int(labels[0]),
-                                              np.random.default_rng(0), size=533)
-            photo.resize((400, 533) if photo.height >= photo.width else (533, 400)).save(
-                png, quality=90)
+            photos.reference_photo(images[0], int(labels[0])).save(png, quality=90)
         with Image.open(png) as img:
             size = img.size
         subprocess.run([args.exe, "predict", str(png)], check=True, capture_output=True)

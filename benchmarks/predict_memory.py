@@ -16,7 +16,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 from fmnist_edge import atomic, data, photos
@@ -32,9 +31,7 @@ _MEASURE = ("import resource, subprocess, sys; "
 def make_images(folder: Path, data_dir: Path | None) -> dict[str, Path]:
     """The test images: name -> path."""
     images, labels = data.load_split("test", data_dir)
-    rng = np.random.default_rng(0)
-    photo = photos.render_phone_photo(images[0], int(labels[0]), rng, size=533)
-    photo = photo.resize((400, 533) if photo.height >= photo.width else (533, 400))
+    photo = photos.reference_photo(images[0], int(labels[0]))
     out = {"photo_400x533.jpg": folder / "photo_400x533.jpg"}
     photo.save(out["photo_400x533.jpg"], quality=90)
     out["photo_24mpx.jpg"] = folder / "photo_24mpx.jpg"

@@ -81,13 +81,12 @@ def main() -> None:
     import tempfile
 
     from fmnist_edge import data
-    from fmnist_edge.photos import render_phone_photo
+    from fmnist_edge.photos import reference_photo
 
     images, labels = data.load_split("test", args.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         photo = Path(tmp) / "photo_400x533.jpg"
-        render_phone_photo(images[0], int(labels[0]), np.random.default_rng(0),
-                                  size=533).resize((400, 533)).save(photo, quality=90)
+        reference_photo(images[0], int(labels[0])).save(photo, quality=90)
         big = {s: conversion_ms([photo] * 20, s, repeats=1) for s in segments}
     for s, t in timing.items():
         print(f"conversion {s:8} p50 {t['p50_ms']:.1f} ms, p90 {t['p90_ms']:.1f} ms "

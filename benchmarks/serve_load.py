@@ -83,8 +83,7 @@ def main() -> None:
     png = io.BytesIO()
     Image.fromarray(images[0]).save(png, "PNG")
     jpg = io.BytesIO()
-    photos.render_phone_photo(images[0], int(labels[0]), np.random.default_rng(0),
-                              size=533).resize((400, 533)).save(jpg, "JPEG", quality=90)
+    photos.reference_photo(images[0], int(labels[0])).save(jpg, "JPEG", quality=90)
     port = _free_port()
     server = subprocess.Popen([args.exe, "serve", "--model", args.model, "--port", str(port)])
     try:

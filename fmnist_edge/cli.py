@@ -295,6 +295,7 @@ def explain(
 ) -> None:
     """Grad-CAM over the last convolutional stage (input-gradient saliency for the MLP) and
     the first and last stages' activations, per image, as PNG figures."""
+    from fmnist_edge.contract import softmax
     from fmnist_edge.predict import expand_paths
     from fmnist_edge.preprocess import ImageError, load_image
     from fmnist_edge.runs import RunError, resolve_model
@@ -329,8 +330,6 @@ def explain(
             ok = False
             continue
         found = run_explain(keras_model, pixels[None])
-        from fmnist_edge.contract import softmax
-
         probs = softmax(found.logits)[0]
         target = out / f"{file.stem}.explain.png"
         try:
@@ -354,10 +353,11 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     top_k: Annotated[int, typer.Option(help="Classes returned per image.")] = 3,
-    max_body_mb: Annotated[float, typer.Option(
-        help="Largest request body, MiB (larger: 413).")] = 16.0,
-    max_concurrency: Annotated[int, typer.Option(
-        help="Requests converted and classified at once; the others wait.")] = 4,
+    max_body_mb: Annotated[float | None, typer.Option(
+        help="Largest request body, MiB (larger: 413). (default: 16)")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(
+        help="Requests converted and classified at once; the others wait. (default: 4)")
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
 ) -> None:
     """Serve the model over HTTP: POST /predict, GET /healthz, GET /model, and a page at /."""
@@ -366,12 +366,13 @@ def serve(
     from fmnist_edge.runtime import ModelFileError
     from fmnist_edge.serve import serve as run_server
 
-    if not 1 <= port <= 65535 or max_body_mb <= 0 or max_concurrency < 1 or not 1 <= top_k <= 10:
+    if (not 1 <= port <= 65535 or (max_body_mb is not None and max_body_mb <= 0)
+            or (max_concurrency is not None and max_concurrency < 1) or not 1 <= top_k <= 10):
         _fail("--port must be 1-65535, --max-body-mb > 0, --max-concurrency >= 1, --top-k 1-10")
     try:
         run_server(resolve_model(model), host=host, port=port, top_k=top_k,
-                   max_body_bytes=int(max_body_mb * 2**20), max_concurrency=max_concurrency,
-                   num_threads=threads)
+                   max_body_bytes=None if max_body_mb is None else int(max_body_mb * 2**20),
+                   max_concurrency=max_concurrency, num_threads=threads)
     except (ModelFileError, RunError, FileNotFoundError, ImportError, ValueError,
             OSError) as exc:
         _fail(str(exc))
@@ -445,8 +446,7 @@ def predict(
         model_path = resolve_model(model) if model is not None else default_model()
         runtime = load(model_path, num_threads=threads, verify=verify)
         rows = predict_paths(paths, runtime, top_k=top_k, save_preprocessed=save_preprocessed,
-                             segment=segment,
-                             **({"max_pixels": max_pixels} if max_pixels is not None else {}))
+                             segment=segment, max_pixels=max_pixels)
     except (ModelFileError, RunError, FileNotFoundError, ImportError, ValueError) as exc:
         _fail(str(exc))
     if as_json:

@@ -10,8 +10,9 @@ from fmnist_edge.runtime.base import verify_sha256
 from fmnist_edge.runtime.card import sidecar_path
 
 
-def model_info(path: Path) -> dict[str, Any]:
-    """The card of ``path`` and what its runtime reads from the file.
+def model_info(path: Path, runtime=None) -> dict[str, Any]:
+    """The card of ``path`` and what its runtime reads from the file (``runtime``: the model
+    already loaded, else it is loaded here).
 
     Returns:
         JSON-ready dict: ``file``, ``size_bytes``, ``name``, ``format``, ``labels``,
@@ -22,7 +23,7 @@ def model_info(path: Path) -> dict[str, Any]:
     Raises:
         ModelFileError: unreadable, non-conforming, or its sha256 differs from its card.
     """
-    runtime = load(path, verify=False)
+    runtime = runtime if runtime is not None else load(path, verify=False)
     card = runtime.card
     sidecar = sidecar_path(path).is_file()
     if card.sha256 and sidecar:

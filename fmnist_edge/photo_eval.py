@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw
 
 from fmnist_edge.contract import LABELS, NUM_CLASSES
 from fmnist_edge.metrics import confusion_matrix
@@ -161,7 +161,7 @@ def write_montage(photos: list[LabelledPhoto], rows: list, path: str | Path, *,
         good = isinstance(row, Prediction) and row.top_k[0][0] == photo.label
         if isinstance(row, Prediction) and row.pixels is not None:
             seen = Image.fromarray(row.pixels).resize((thumb, thumb), Image.Resampling.NEAREST)
-            sheet.paste(ImageOps.expand(seen.convert("RGB"), 0), (x + thumb + 8, y + 4))
+            sheet.paste(seen.convert("RGB"), (x + thumb + 8, y + 4))
         guess = row.top_k[0][1] if isinstance(row, Prediction) else "error"
         draw.rectangle((x + 1, y + 1, x + cell_w - 2, y + cell_h - 2),
                        outline=(0, 150, 0) if good else (200, 0, 0), width=2)

@@ -229,3 +229,12 @@ def _camera(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
     buf.seek(0)
     with Image.open(buf) as decoded:
         return decoded.convert("RGB")
+
+
+def reference_photo(image: np.ndarray, label: int, size: tuple[int, int] = (400, 533)
+                    ) -> Image.Image:
+    """The phone photo the benchmarks time and load with: ``image`` rendered by
+    :func:`render_phone_photo` with seed 0 and resized to ``size`` (width, height; a phone
+    photo as messengers downscale it), RGB."""
+    photo = render_phone_photo(image, label, np.random.default_rng(0), size=max(size))
+    return photo.resize(size)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import glob
-import importlib.util
 import io
 import os
 import sys
@@ -17,6 +16,7 @@ from PIL import Image
 
 from fmnist_edge.contract import LABELS, softmax
 from fmnist_edge.preprocess import MAX_PIXELS, SEGMENTS, ImageError, Prepared, load_image
+from fmnist_edge.provenance import installed
 from fmnist_edge.runtime import Runtime
 
 #: Suffixes picked up when a directory is given (Pillow decodes these).
@@ -57,20 +57,14 @@ class Failure:
     top_k: list = field(default_factory=list)
 
 
-def _installed(module: str) -> bool:
-    """Whether ``module`` can be imported, without importing it."""
-    if module in sys.modules:
-        return True
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
+def _litert_installed() -> bool:
+    return installed("ai_edge_litert") or installed("tflite_runtime")
 
 
 def default_model() -> Path:
     """The model shipped inside the package: the int8 TFLite when a TFLite interpreter is
     installed (LiteRT: faster per call and half the memory of onnxruntime here, issue 18's
-    measurements), else the int8 ONNX (onnxruntime is a base dependency).
+    measurements), else the int8 ONNX (the ``[onnx]`` extra).
 
     Raises:
         ImportError: no inference runtime is installed (names the extras).
@@ -78,12 +72,12 @@ def default_model() -> Path:
     """
     onnx_path = MODELS_DIR / "default_int8.onnx"
     tflite_path = MODELS_DIR / "default_int8.tflite"
-    litert = _installed("ai_edge_litert") or _installed("tflite_runtime")
+    litert = _litert_installed()
     if tflite_path.is_file() and litert:
         return tflite_path
-    if onnx_path.is_file() and _installed("onnxruntime"):
+    if onnx_path.is_file() and installed("onnxruntime"):
         return onnx_path
-    if not litert and not _installed("onnxruntime"):
+    if not litert and not installed("onnxruntime"):
         raise ImportError(NO_RUNTIME)
     raise FileNotFoundError(f"no default model in {MODELS_DIR}; reinstall fmnist-edge or "
                             "pass --model")
@@ -121,8 +115,8 @@ def resolve_model(text: str | Path) -> Path:
     manifest = path / "manifest.json"
     if path.is_dir() and manifest.is_file():
         artifacts = runs.read_json(manifest, {}).get("artifacts", {})
-        litert = _installed("ai_edge_litert") or _installed("tflite_runtime")
-        order = (["tflite-int8", "onnx-int8"] if litert else ["onnx-int8", "tflite-int8"])
+        order = (["tflite-int8", "onnx-int8"] if _litert_installed()
+                 else ["onnx-int8", "tflite-int8"])
         order += [f for f in artifacts if f not in order]
         for fmt in order:
             if fmt in artifacts and (path / artifacts[fmt]["file"]).is_file():
@@ -186,7 +180,7 @@ def _save_seen(out: Path, path: Path, prepared: Prepared, used: set[str]) -> Non
 
 def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
                   save_preprocessed: str | Path | None = None, segment: str | None = None,
-                  keep_pixels: bool = False, max_pixels: int = MAX_PIXELS
+                  keep_pixels: bool = False, max_pixels: int | None = None
                   ) -> list[Prediction | Failure]:
     """Classify every image found in ``items``; broken files become :class:`Failure` rows.
 
@@ -201,7 +195,7 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
             the default, GrabCut when OpenCV is installed).
         keep_pixels: keep each image's ``uint8[28, 28]`` in ``Prediction.pixels``.
         max_pixels: larger images (width x height) are refused (a :class:`Failure`), see
-            :func:`fmnist_edge.preprocess.open_image`.
+            :func:`fmnist_edge.preprocess.open_image` (``None``: ``MAX_PIXELS``).
 
     Returns:
         One row per file (in order) plus one per unmatched item. When the preprocessed
@@ -213,6 +207,7 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
     """
     if not 1 <= top_k <= len(LABELS):
         raise ValueError(f"top_k must be in 1..{len(LABELS)}, got {top_k}")
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     if max_pixels < 1:
         raise ValueError(f"--max-pixels must be >= 1, got {max_pixels}")
     if segment is not None and segment not in SEGMENTS:

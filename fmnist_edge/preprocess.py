@@ -206,11 +206,6 @@ def _passthrough(img: Image.Image) -> np.ndarray | None:
     return np.asarray(rgb.convert("L"), dtype=np.uint8)
 
 
-def is_fmnist_like(img: Image.Image) -> bool:
-    """28x28 with a dark background (corner median below mid-gray): already converted."""
-    return _passthrough(img) is not None
-
-
 @functools.lru_cache(maxsize=1)
 def default_segment() -> str:
     """``grabcut`` when OpenCV is installed, else ``trim``: the best measured method

@@ -26,6 +26,19 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
         return None
 
 
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it (a module already imported
+    counts: some, like ``cv2``, replace themselves and have no ``__spec__`` then)."""
+    import importlib.util
+
+    if module in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def package_versions(names: tuple[str, ...]) -> dict[str, str]:
     """Installed versions of the distributions ``names`` (missing ones are left out)."""
     import importlib.metadata

@@ -17,11 +17,11 @@ space on a device), :func:`available` is ``False`` and the conversion falls back
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 
 import numpy as np
+
+from fmnist_edge.provenance import installed
 
 #: Longest edge (pixels) of the copy GrabCut runs on.
 WORK_SIZE = 96
@@ -43,7 +43,7 @@ class SegmentationUnavailable(ImportError):
 
 @dataclass(frozen=True)
 class Mask:
-    """A foreground mask: ``mask`` ``bool[H, W]`` at the size of the image it was asked for,
+    """A foreground mask: ``mask`` ``bool[h, w]`` at GrabCut's working size (``WORK_SIZE``),
     ``area`` its fraction of the image (0-1), ``plausible`` whether it can be used, and
     ``components`` how many sizeable parts GrabCut found before the main one was kept."""
 
@@ -56,12 +56,7 @@ class Mask:
 
 def available() -> bool:
     """Whether OpenCV can be imported."""
-    if "cv2" in sys.modules:  # once imported, cv2 replaces itself and has no __spec__
-        return True
-    try:
-        return importlib.util.find_spec("cv2") is not None
-    except (ImportError, ValueError):
-        return False
+    return installed("cv2")
 
 
 def _cv2():

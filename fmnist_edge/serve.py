@@ -59,7 +59,7 @@ class Predictor:
         from fmnist_edge.runtime import load
 
         self.runtime = load(model, num_threads=num_threads)
-        self.info = model_info(Path(model))
+        self.info = model_info(Path(model), self.runtime)
         self.top_k, self.max_pixels = top_k, max_pixels
         self._lock = threading.Lock()  # LiteRT interpreters are not thread-safe
 
@@ -174,9 +174,10 @@ def create_app(predictor: Predictor, *, max_body_bytes: int = MAX_BODY_BYTES,
 
 
 def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, top_k: int = 3,
-          max_body_bytes: int = MAX_BODY_BYTES, max_concurrency: int = MAX_CONCURRENCY,
+          max_body_bytes: int | None = None, max_concurrency: int | None = None,
           max_pixels: int = MAX_PIXELS, num_threads: int | None = None) -> None:
-    """Run the service until interrupted (uvicorn, one process).
+    """Run the service until interrupted (uvicorn, one process); ``None`` limits take
+    ``MAX_BODY_BYTES`` and ``MAX_CONCURRENCY``.
 
     Raises:
         ImportError: the ``serve`` extra is not installed.
@@ -189,5 +190,6 @@ def serve(model: Path, *, host: str = "127.0.0.1", port: int = 8000, top_k: int 
                           ) from exc
     app = create_app(Predictor(model, top_k=top_k, max_pixels=max_pixels,
                                num_threads=num_threads),
-                     max_body_bytes=max_body_bytes, max_concurrency=max_concurrency)
+                     max_body_bytes=max_body_bytes or MAX_BODY_BYTES,
+                     max_concurrency=max_concurrency or MAX_CONCURRENCY)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
