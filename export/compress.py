@@ -8,21 +8,22 @@ UpdatePruningStep, strip_pruning) and "Pruning preserving quantization aware tra
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from fmnist_edge.export.config import ALLOCATIONS, OPTIMIZERS
 from fmnist_edge.train.config import AugmentConfig
+from fmnist_edge.train.dataset import make_dataset
 from fmnist_edge.train.keras_shim import keras
-from fmnist_edge.train.pipeline import make_dataset
 from fmnist_edge.train.schedules import WarmupCosine
 
 log = logging.getLogger(__name__)
 
 PRUNABLE = (keras.layers.Conv2D, keras.layers.Dense)
-OPTIMIZERS = ("adam", "sgd")
 _FOLDED_BY_CONV = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
 
 
@@ -47,53 +48,84 @@ def _tfmot():
     return tfmot
 
 
-def fine_tune(model: keras.Model, images: np.ndarray, labels: np.ndarray, *, epochs: int,
-              lr: float, batch_size: int, augment: AugmentConfig | None, seed: int,
-              label_smoothing: float = 0.0, temperature: float = 1.0,
-              teacher: keras.Model | None = None, callbacks=(), val=None,
-              optimizer: str = "adam", verbose: int = 0) -> dict[str, list[float]]:
-    """Fine-tune ``model`` on ``uint8[N, 28, 28]`` images with ``optimizer`` (``adam``, or
-    ``sgd``: SGD with Nesterov momentum 0.9) at a cosine-decayed ``lr``. Adam scales every
-    step to about ``lr`` whatever the gradient's size, so it also moves weights whose
+@dataclass(frozen=True)
+class Tuning:
+    """How compression fine-tunes, resolved once from an ``ExportConfig`` and the run.
+
+    Attributes:
+        lr: peak learning rate (cosine-decayed to lr / 100).
+        batch_size: fine-tuning batch size.
+        optimizer: ``adam``, or ``sgd`` (Nesterov momentum 0.9).
+        seed: seed of shuffling and augmentation.
+        augment: the run's augmentation (``None``: clean images, as distillation needs).
+        label_smoothing: label smoothing of the cross-entropy.
+        temperature: softening temperature T of soft targets (1: plain cross-entropy).
+        verbose: Keras verbosity.
+    """
+
+    lr: float = 1e-4
+    batch_size: int = 128
+    optimizer: str = "adam"
+    seed: int = 0
+    augment: AugmentConfig | None = None
+    label_smoothing: float = 0.0
+    temperature: float = 1.0
+    verbose: int = 0
+
+    @classmethod
+    def from_config(cls, config, augment: AugmentConfig | None = None,
+                    label_smoothing: float = 0.0, verbose: int = 0) -> Tuning:
+        """The fine-tuning of ``config`` (an ``ExportConfig``). With ``config.distill`` the
+        targets are the float model's outputs on the clean images, so the student sees those
+        same clean images (no augmentation, no smoothing) at ``distill_temperature``; label
+        training keeps the run's ``augment`` and ``label_smoothing``."""
+        if config.distill:
+            augment, label_smoothing = None, 0.0
+        return cls(lr=config.lr, batch_size=config.batch_size, optimizer=config.optimizer,
+                   seed=config.seed, augment=augment, label_smoothing=label_smoothing,
+                   temperature=config.distill_temperature if config.distill else 1.0,
+                   verbose=verbose)
+
+
+def fine_tune(model: keras.Model, images: np.ndarray, labels: np.ndarray, tuning: Tuning, *,
+              epochs: int, callbacks=()) -> dict[str, list[float]]:
+    """Fine-tune ``model`` on ``uint8[N, 28, 28]`` images with ``tuning.optimizer`` (``adam``,
+    or ``sgd``: SGD with Nesterov momentum 0.9) at a cosine-decayed ``tuning.lr``. Adam scales
+    every step to about ``lr`` whatever the gradient's size, so it also moves weights whose
     gradient is only noise; SGD moves them in proportion to the gradient, which near the
     float model's solution (distillation) is small (Wilson et al. 2017, "The Marginal Value
     of Adaptive Gradient Methods in Machine Learning", arXiv:1705.08292).
 
     ``labels`` are integer classes ``[N]`` or soft targets ``float32[N, 10]``. With soft
-    targets made at ``temperature`` T (``softmax(teacher_logits / T)``), the loss is the
+    targets made at temperature T (``softmax(teacher_logits / T)``), the loss is the
     cross-entropy against ``softmax(logits / T)`` scaled by T**2 (Hinton et al. 2015,
     arXiv:1503.02531, sec. 2), which weighs the whole logit vector, not just the top class.
-    With a ``teacher`` the targets are made on the fly, ``softmax(teacher(x) / T)`` on the
-    very (augmented) batch the student sees; ``labels`` are then ignored.
 
     Returns:
-        The Keras history dict (loss, accuracy, and val_* when ``val`` is given).
+        The Keras history dict (loss, accuracy).
+
+    Raises:
+        ValueError: an unknown optimizer.
     """
-    steps = math.ceil(len(images) / batch_size)
-    cross_entropy = keras.losses.CategoricalCrossentropy(from_logits=True,
-                                                         label_smoothing=label_smoothing)
+    steps = math.ceil(len(images) / tuning.batch_size)
+    temperature = tuning.temperature
+    cross_entropy = keras.losses.CategoricalCrossentropy(
+        from_logits=True, label_smoothing=tuning.label_smoothing)
 
     def loss(targets, logits):
         return cross_entropy(targets, logits / temperature) * temperature ** 2
 
-    schedule = WarmupCosine(lr, epochs * steps, 0, lr / 100)
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; choose from {OPTIMIZERS}")
+    schedule = WarmupCosine(tuning.lr, epochs * steps, 0, tuning.lr / 100)
+    if tuning.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {tuning.optimizer!r}; choose from {OPTIMIZERS}")
     model.compile(
-        optimizer=(keras.optimizers.Adam(schedule) if optimizer == "adam" else
+        optimizer=(keras.optimizers.Adam(schedule) if tuning.optimizer == "adam" else
                    keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)),
         loss=cross_entropy if temperature == 1.0 else loss,
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
-    ds = make_dataset(images, labels, batch_size=batch_size, training=True, augment=augment,
-                      seed=seed)
-    if teacher is not None:
-        import tensorflow as tf
-
-        ds = ds.map(lambda x, _: (x, tf.nn.softmax(teacher(x, training=False) / temperature)),
-                    num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-    val_ds = make_dataset(*val, batch_size=512) if val is not None else None
-    history = model.fit(ds, epochs=epochs, callbacks=list(callbacks), validation_data=val_ds,
-                        verbose=verbose)
+    ds = make_dataset(images, labels, batch_size=tuning.batch_size, training=True,
+                      augment=tuning.augment, seed=tuning.seed)
+    history = model.fit(ds, epochs=epochs, callbacks=list(callbacks), verbose=tuning.verbose)
     return {k: [float(v) for v in vals] for k, vals in history.history.items()}
 
 
@@ -210,10 +242,6 @@ def _bn_params(bn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return gamma, beta, bn.moving_mean.numpy(), bn.moving_variance.numpy()
 
 
-#: How the overall sparsity is shared among the pruned layers.
-ALLOCATIONS = ("uniform", "erk")
-
-
 def layer_sparsities(model: keras.Model, sparsity: float, keep_dense: tuple[str, ...] = (),
                      allocation: str = "uniform") -> dict[str, float]:
     """Target sparsity of every Conv2D/Dense kernel such that all of them together reach
@@ -251,37 +279,38 @@ def layer_sparsities(model: keras.Model, sparsity: float, keep_dense: tuple[str,
     return {name: 0.0 if name in dense else 1 - scale * score[name] for name in sizes}
 
 
-def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, lr: float,
-          batch_size: int, augment, seed: int, label_smoothing: float,
-          report: CompressionReport, temperature: float = 1.0,
-          teacher: keras.Model | None = None, keep_dense: tuple[str, ...] = (),
-          allocation: str = "uniform", optimizer: str = "adam",
-          verbose: int = 0) -> keras.Model:
-    """Magnitude-prune the Conv2D/Dense kernels to ``sparsity`` overall while fine-tuning.
+def prune(model: keras.Model, images: np.ndarray, targets: np.ndarray, tuning: Tuning,
+          config, report: CompressionReport) -> keras.Model:
+    """Magnitude-prune the Conv2D/Dense kernels to ``config.sparsity`` overall while
+    fine-tuning ``config.prune_epochs`` (:func:`fine_tune` with ``tuning`` on
+    ``uint8[N, 28, 28]`` images and their ``targets``); ``config`` is an ``ExportConfig``.
 
-    The ``keep_dense`` layers (e.g. :func:`end_layers`) stay dense and the others are pruned
-    to their :func:`layer_sparsities` under ``allocation``, so the kernels together still reach
-    ``sparsity``; when the ``keep_dense`` layers hold too many weights for that (an MLP's first
-    layer), they are pruned too, with a warning. Each layer's sparsity ramps from 0 with
-    tfmot's PolynomialDecay over the first 70 % of the fine-tuning steps, then holds. Returns
-    the stripped (plain Keras) model.
+    With ``config.keep_ends_dense`` the :func:`end_layers` stay dense and the others are
+    pruned to their :func:`layer_sparsities` under ``config.sparsity_allocation``, so the
+    kernels together still reach the sparsity; when the end layers hold too many weights for
+    that (an MLP's first layer), they are pruned too, with a warning. Each layer's sparsity
+    ramps from 0 with tfmot's PolynomialDecay over the first 70 % of the fine-tuning steps,
+    then holds. Returns the stripped (plain Keras) model.
 
     Raises:
         ValueError: ``sparsity`` cannot be reached (see :func:`layer_sparsities`).
     """
     tfmot = _tfmot()
     sp = tfmot.sparsity.keras
-    steps = epochs * math.ceil(len(images) / batch_size)
+    sparsity, epochs = config.sparsity, config.prune_epochs
+    allocation = config.sparsity_allocation
+    keep_dense = end_layers(model) if config.keep_ends_dense else ()
+    steps = epochs * math.ceil(len(images) / tuning.batch_size)
     try:
-        targets = layer_sparsities(model, sparsity, keep_dense, allocation)
+        layer_targets = layer_sparsities(model, sparsity, keep_dense, allocation)
     except ValueError:
         if not keep_dense:
             raise
         # e.g. an MLP whose first layer holds most of the weights: it has to be pruned.
         log.warning("%s hold too many weights to stay dense at %.0f%% sparsity; pruning "
                     "every layer", ", ".join(keep_dense), 100 * sparsity)
-        targets = layer_sparsities(model, sparsity, (), allocation)
-    report.layer_sparsity = targets
+        layer_targets = layer_sparsities(model, sparsity, (), allocation)
+    report.layer_sparsity = layer_targets
 
     def schedule(final: float):
         return sp.PolynomialDecay(initial_sparsity=0.0, final_sparsity=final, begin_step=0,
@@ -289,13 +318,13 @@ def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, l
                                   frequency=max(1, steps // 50))
 
     def wrap(layer):
-        if targets.get(layer.name, 1.0) == 0.0:
+        if layer_targets.get(layer.name, 1.0) == 0.0:
             report.dense_layers.append(layer.name)
             return layer
         if isinstance(layer, PRUNABLE):
             try:
                 wrapped = sp.prune_low_magnitude(layer,
-                                                 pruning_schedule=schedule(targets[layer.name]))
+                                                 pruning_schedule=schedule(layer_targets[layer.name]))
                 report.pruned_layers.append(layer.name)
                 return wrapped
             except (ValueError, TypeError) as exc:
@@ -305,10 +334,8 @@ def prune(model: keras.Model, images, labels, *, sparsity: float, epochs: int, l
 
     pruned = keras.models.clone_model(model, clone_function=wrap)
     report.sparsity_target = sparsity
-    report.history["prune"] = fine_tune(
-        pruned, images, labels, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
-        seed=seed, label_smoothing=label_smoothing, temperature=temperature, teacher=teacher,
-        callbacks=[sp.UpdatePruningStep()], optimizer=optimizer, verbose=verbose)["accuracy"]
+    report.history["prune"] = fine_tune(pruned, images, targets, tuning, epochs=epochs,
+                                        callbacks=[sp.UpdatePruningStep()])["accuracy"]
     stripped = sp.strip_pruning(pruned)
     report.measured_sparsity = kernel_sparsity(stripped)
     return stripped
@@ -364,14 +391,12 @@ def _prune_preserve_scheme():
     return Scheme()
 
 
-def quantize_aware(model: keras.Model, images, labels, *, pruned: bool, epochs: int, lr: float,
-                   batch_size: int, augment, seed: int, label_smoothing: float,
-                   report: CompressionReport, temperature: float = 1.0,
-                   teacher: keras.Model | None = None, optimizer: str = "adam",
-                   verbose: int = 0) -> keras.Model:
+def quantize_aware(model: keras.Model, images: np.ndarray, targets: np.ndarray,
+                   tuning: Tuning, *, epochs: int, pruned: bool,
+                   report: CompressionReport) -> keras.Model:
     """Quantization-aware training: pruning-preserving for pruned models, default 8-bit
-    otherwise. Layers the scheme cannot quantize (Normalization, Resizing, ...) stay float
-    and are listed in ``report.float_layers``.
+    otherwise, fine-tuned ``epochs`` with ``tuning``. Layers the scheme cannot quantize
+    (Normalization, Resizing, ...) stay float and are listed in ``report.float_layers``.
 
     Returns:
         The QAT model (fake-quant nodes inside), ready for the TFLite converter.
@@ -388,8 +413,75 @@ def quantize_aware(model: keras.Model, images, labels, *, pruned: bool, epochs: 
     with qk.quantize_scope():
         qat = qk.quantize_apply(annotated, scheme)
     if epochs:
-        report.history["qat"] = fine_tune(
-            qat, images, labels, epochs=epochs, lr=lr, batch_size=batch_size, augment=augment,
-            seed=seed, label_smoothing=label_smoothing, temperature=temperature,
-            teacher=teacher, optimizer=optimizer, verbose=verbose)["accuracy"]
+        report.history["qat"] = fine_tune(qat, images, targets, tuning,
+                                          epochs=epochs)["accuracy"]
     return qat
+
+
+@dataclass
+class Compressed:
+    """What the compress stage hands to the converters.
+
+    Attributes:
+        float_model: the compressed float Keras model (pruned, or the float model itself).
+        float_tflite: its fp32 TFLite flatbuffer (input of post-training int8 by
+            ai-edge-quantizer, and of the gzip record).
+        qat: the quantization-aware model (``None`` when ``qat_epochs`` is 0).
+        pruned: whether ``float_model`` was pruned.
+        report: what compression did, for the manifest.
+        sparsity_gzip: pruned vs dense fp32 TFLite gzip -9 bytes (``None`` unpruned).
+    """
+
+    float_model: keras.Model
+    float_tflite: bytes
+    qat: keras.Model | None
+    pruned: bool
+    report: CompressionReport
+    sparsity_gzip: dict[str, float] | None = None
+
+
+def compress_model(model: keras.Model, reference: keras.Model, config, data,
+                   verbose: int = 0) -> Compressed:
+    """Export stage 2: freeze BatchNorm, fold it, prune, then QAT, as ``config`` (an
+    ``ExportConfig``) says, fine-tuning on ``data`` (an ``export.data.ExportData``).
+
+    Args:
+        model: a fresh copy of the float model (pruning rewrites the layers it wraps).
+        reference: the float model; with ``config.distill`` its probabilities on the
+            fine-tuning images are the targets (``float32[N, 10]``), else the labels are.
+        verbose: Keras verbosity of the fine-tuning epochs.
+
+    Raises:
+        ValueError: the sparsity cannot be reached.
+    """
+    from fmnist_edge.contract import softmax
+    from fmnist_edge.export import convert
+    from fmnist_edge.train.trainer import predict_logits
+
+    tuning = Tuning.from_config(config, data.augment, data.label_smoothing, verbose)
+    targets = (softmax(predict_logits(reference, data.x_train) / tuning.temperature)
+               if config.distill else data.y_train)
+    report = CompressionReport()
+    if config.freeze_batchnorm:
+        model = freeze_batchnorm(model)
+    pruned = config.sparsity > 0
+    if pruned:
+        log.info("pruning to %.0f%% sparsity, %d epochs on %d images",
+                 100 * config.sparsity, config.prune_epochs, len(data.x_train))
+        if config.fold_batchnorm:
+            model = fold_batchnorm(model)
+        model = prune(model, data.x_train, targets, tuning, config, report)
+    float_tflite = convert.to_tflite(model, "fp32")
+    gzip_record = None
+    if pruned:  # what pruning buys in transport, like for like: gzip of both fp32 TFLites
+        pruned_gzip = len(gzip.compress(float_tflite, 9))
+        dense_gzip = len(gzip.compress(convert.to_tflite(reference, "fp32"), 9))
+        gzip_record = {"pruned_fp32_tflite_gzip_bytes": pruned_gzip,
+                       "dense_fp32_tflite_gzip_bytes": dense_gzip,
+                       "gzip_ratio": pruned_gzip / dense_gzip}
+    qat = None
+    if config.qat_epochs:
+        log.info("quantization-aware training, %d epochs", config.qat_epochs)
+        qat = quantize_aware(model, data.x_train, targets, tuning, epochs=config.qat_epochs,
+                             pruned=pruned, report=report)
+    return Compressed(model, float_tflite, qat, pruned, report, gzip_record)

@@ -11,6 +11,13 @@ from fmnist_edge.export.granularity import CALIBRATION_METHODS, GRANULARITIES
 from fmnist_edge.formats import FORMATS, INT8_SET
 from fmnist_edge.train.config import validate
 
+#: How the pruned layers share the sparsity (``compress.layer_sparsities``).
+ALLOCATIONS = ("uniform", "erk")
+#: Fine-tuning optimizers (``compress.fine_tune``).
+OPTIMIZERS = ("adam", "sgd")
+#: Input/output types of the full-integer TFLite model.
+INT8_IO = ("int8", "uint8")
+
 
 @dataclass(frozen=True)
 class ExportConfig:
@@ -123,10 +130,11 @@ class ExportConfig:
             (self.prune_epochs >= 0 and self.qat_epochs >= 0, "epochs must be >= 0"),
             (self.sparsity == 0 or self.prune_epochs > 0,
              "pruning needs --prune-epochs >= 1 (or --sparsity 0)"),
-            (self.sparsity_allocation in ("uniform", "erk"),
-             "sparsity_allocation must be uniform or erk"),
-            (self.int8_io in ("int8", "uint8"), "int8_io must be int8 or uint8"),
-            (self.optimizer in ("adam", "sgd"), "optimizer must be adam or sgd"),
+            (self.sparsity_allocation in ALLOCATIONS,
+             f"--sparsity-allocation must be one of {', '.join(ALLOCATIONS)}"),
+            (self.int8_io in INT8_IO, f"--int8-io must be one of {', '.join(INT8_IO)}"),
+            (self.optimizer in OPTIMIZERS,
+             f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.weight_granularity in GRANULARITIES,
              f"weight_granularity must be one of {', '.join(GRANULARITIES)}"),
             (self.weight_granularity == "channel" or self.int8_io == "int8",
@@ -161,3 +169,21 @@ class ExportConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def resolve(cls, **overrides) -> ExportConfig:
+        """The defaults with ``overrides`` applied; ``None`` means "the default", so the CLI
+        passes ``None`` for every option not given and no default is written twice.
+
+        Raises:
+            ValueError: an unknown field or an invalid value (the message names the option).
+        """
+        unknown = set(overrides) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown export settings {sorted(unknown)}; choose from {FIELDS}")
+        return dataclasses.replace(cls(), **{k: v for k, v in overrides.items()
+                                            if v is not None})
+
+
+#: The names of the settings (the CLI's options and the experiments' keys).
+FIELDS = tuple(f.name for f in dataclasses.fields(ExportConfig))

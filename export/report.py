@@ -84,3 +84,56 @@ def plot(parity: dict, path: Path) -> Path:
     atomic.write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
     plt.close(fig)
     return path
+
+
+PACKAGES = ("fmnist-edge", "tensorflow", "tf-keras", "tensorflow-model-optimization",
+            "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "ai-edge-quantizer", "numpy")
+
+
+def write_records(folder, result: dict, notes: dict[str, dict], compressed, config,
+                  provenance: dict, elapsed_s: float) -> None:
+    """Write ``parity.json``, ``parity.md``, ``parity.png``, ``manifest.json`` and
+    ``export_config.json`` into ``folder`` (an ``fmnist_edge.runs.ExportFolder``).
+
+    Args:
+        result: the parity record (``export.verify.verify``).
+        notes: ``{format: notes}`` of the make stage (method, validation, quantized I/O).
+        compressed: the compress stage's output (``None`` for float-only exports).
+        config: the ``ExportConfig``; ``provenance``: commit, machine, command, time.
+        elapsed_s: the export's wall time so far, seconds.
+    """
+    from dataclasses import asdict
+
+    from fmnist_edge.contract import LABELS
+    from fmnist_edge.export.compress import CompressionReport
+    from fmnist_edge.formats import FORMATS
+    from fmnist_edge.provenance import package_versions
+    from fmnist_edge.runtime.card import file_sha256
+
+    atomic.write_json(folder.parity_json, result)
+    atomic.write_text(folder.parity_md, markdown(result))
+    plot(result, folder.parity_png)
+    source = Path(result["source_model"])
+    files = {name: folder.artifact(name) for name in notes}
+    manifest = {
+        "source_model": str(source),
+        "source_sha256": file_sha256(source),
+        "labels": list(LABELS),
+        "input": {"shape": [None, 28, 28, 1], "dtype": "float32",
+                  "range": "raw pixels 0-255, dark background (int8 models: see io)"},
+        "output": {"shape": [None, 10], "meaning": "logits"},
+        "config": config.to_dict(),
+        "compression": asdict(compressed.report if compressed else CompressionReport()),
+        "artifacts": {
+            name: {"file": path.name, "format": name, "sha256": file_sha256(path),
+                   "size_bytes": path.stat().st_size, "runtime": FORMATS[name].runtime,
+                   "quantized": FORMATS[name].quantized, **notes[name]}
+            for name, path in files.items()},
+        "sparsity_gzip": compressed.sparsity_gzip if compressed else None,
+        "gate": result["gate"],
+        "versions": package_versions(PACKAGES),
+        "provenance": provenance,
+        "export_time_s": elapsed_s,
+    }
+    atomic.write_json(folder.manifest, manifest)
+    atomic.write_json(folder.config, config.to_dict())

@@ -15,6 +15,11 @@ from typing import Annotated
 import typer
 
 from fmnist_edge.contract import LABELS
+from fmnist_edge.export.config import ALLOCATIONS, INT8_IO, ExportConfig
+from fmnist_edge.export.config import FIELDS as EXPORT_FIELDS
+from fmnist_edge.export.config import OPTIMIZERS as EXPORT_OPTIMIZERS
+from fmnist_edge.export.granularity import CALIBRATION_METHODS, MAX_ERROR_RATIO
+from fmnist_edge.formats import FORMATS, FP16_SET, INT8_SET
 
 app = typer.Typer(no_args_is_help=True,
                   help="Fashion-MNIST classifiers from training to the edge.")
@@ -65,6 +70,14 @@ def _h(text: str, field: str) -> str:
     return f"{text} (default: " + ", ".join(f"{a} {v}" for a, v in values.items()) + ")"
 
 
+def _xh(text: str, field: str) -> str:
+    """Help text of an export option with its default, read from ``ExportConfig()`` (the
+    CLI passes ``None`` and :meth:`ExportConfig.resolve` applies the default)."""
+    value = getattr(ExportConfig(), field)
+    shown = ",".join(value) if isinstance(value, tuple) else value
+    return f"{text} (default: {shown})"
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -91,7 +104,7 @@ def train(
     weight_decay: Annotated[float | None, typer.Option(
         help=_h("Decoupled weight decay (adamw, sgd).", "weight_decay"))] = None,
     l2: Annotated[float | None, typer.Option(
-        help=_h("L2 on kernels (mlp, cnn).", "l2"))] = None,
+        help=_h("L2 penalty on kernels (mlp, cnn, resnets).", "l2"))] = None,
     label_smoothing: Annotated[float | None, typer.Option(
         help=_h("Label smoothing factor, 0-1.", "label_smoothing"))] = None,
     early_stopping: Annotated[int | None, typer.Option(
@@ -564,58 +577,79 @@ def export(
     source: Annotated[Path | None, typer.Argument(
         help="Run folder or .keras file (default: the newest run under --runs-dir).")] = None,
     int8: Annotated[bool, typer.Option(
-        "--int8", help="int8 TFLite and ONNX plus their float references.")] = False,
-    fp16: Annotated[bool, typer.Option("--fp16", help="Also the float16 TFLite.")] = False,
+        "--int8", help=f"The int8 set: {', '.join(INT8_SET)}.")] = False,
+    fp16: Annotated[bool, typer.Option(
+        "--fp16", help=f"Also {', '.join(FP16_SET)}.")] = False,
     formats: Annotated[str | None, typer.Option(
-        help="Comma-separated formats: tflite-fp32, tflite-fp16, tflite-dynamic, "
-             "tflite-int8, onnx-fp32, onnx-int8.")] = None,
-    sparsity: Annotated[float, typer.Option(help="Pruning sparsity (0: no pruning).")] = 0.5,
-    prune_epochs: Annotated[int, typer.Option()] = 4,
-    keep_ends_dense: Annotated[bool, typer.Option(
+        help=_xh(f"Comma-separated formats: {', '.join(FORMATS)}.", "formats"))] = None,
+    sparsity: Annotated[float | None, typer.Option(
+        help=_xh("Pruning sparsity (0: no pruning).", "sparsity"))] = None,
+    prune_epochs: Annotated[int | None, typer.Option(
+        help=_xh("Fine-tuning epochs while pruning.", "prune_epochs"))] = None,
+    keep_ends_dense: Annotated[bool | None, typer.Option(
         "--keep-ends-dense/--prune-ends",
-        help="Keep the first and last Conv2D/Dense dense (the rest reach --sparsity overall).")
-    ] = True,
-    sparsity_allocation: Annotated[str, typer.Option(
-        help="How pruned layers share the sparsity: uniform, or erk (large layers pruned "
-             "more; Evci et al. 2020).")] = "erk",
-    fold_batchnorm: Annotated[bool, typer.Option(
+        help=_xh("Keep the first and last Conv2D/Dense dense (the rest reach --sparsity "
+                 "overall).", "keep_ends_dense"))] = None,
+    sparsity_allocation: Annotated[str | None, typer.Option(
+        help=_xh(f"How pruned layers share the sparsity: {', '.join(ALLOCATIONS)} (erk: large "
+                 "layers pruned more; Evci et al. 2020).", "sparsity_allocation"))] = None,
+    fold_batchnorm: Annotated[bool | None, typer.Option(
         "--fold-batchnorm/--no-fold-batchnorm",
-        help="Fold BatchNorm into the preceding Conv2D/Dense before pruning, so pruning ranks "
-             "the weights the int8 model uses.")] = True,
-    freeze_batchnorm: Annotated[bool, typer.Option(
+        help=_xh("Fold BatchNorm into the preceding Conv2D/Dense before pruning, so pruning "
+                 "ranks the weights the int8 model uses.", "fold_batchnorm"))] = None,
+    freeze_batchnorm: Annotated[bool | None, typer.Option(
         "--freeze-batchnorm/--no-freeze-batchnorm",
-        help="Fine-tune with BatchNorm in inference mode (its moving statistics, frozen "
-             "gamma and beta).")] = True,
-    qat_epochs: Annotated[int, typer.Option()] = 2,
-    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 1e-4,
-    optimizer: Annotated[str, typer.Option(
-        help="Fine-tuning optimizer: adam, or sgd (Nesterov momentum 0.9).")] = "adam",
-    distill: Annotated[bool, typer.Option(
+        help=_xh("Fine-tune with BatchNorm in inference mode (its moving statistics, frozen "
+                 "gamma and beta).", "freeze_batchnorm"))] = None,
+    qat_epochs: Annotated[int | None, typer.Option(
+        help=_xh("Quantization-aware fine-tuning epochs (0: post-training only).",
+                 "qat_epochs"))] = None,
+    lr: Annotated[float | None, typer.Option(
+        help=_xh("Fine-tuning learning rate.", "lr"))] = None,
+    optimizer: Annotated[str | None, typer.Option(
+        help=_xh(f"Fine-tuning optimizer: {', '.join(EXPORT_OPTIMIZERS)} (sgd: Nesterov "
+                 "momentum 0.9).", "optimizer"))] = None,
+    distill: Annotated[bool | None, typer.Option(
         "--distill/--no-distill",
-        help="Fine-tune towards the float model's probabilities (knowledge distillation).")
-    ] = True,
-    distill_temperature: Annotated[float, typer.Option(
-        help="Distillation temperature T (Hinton et al. 2015).")] = 1.0,
-    batch_size: Annotated[int, typer.Option()] = 128,
-    calibration_samples: Annotated[int, typer.Option(
-        help="Training images in the representative dataset.")] = 500,
-    int8_io: Annotated[str, typer.Option(help="int8 or uint8 TFLite model I/O.")] = "int8",
-    weight_granularity: Annotated[str, typer.Option(
-        help="int8 TFLite weight scales: channel (per output channel), auto (per-tensor where "
-             "that costs at most 3x the rounding error, else per-channel), or tensor "
-             "(per-tensor except depthwise).")] = "auto",
-    calibration_method: Annotated[str, typer.Option(
-        help="Activation ranges of the post-training int8 TFLite (auto/tensor granularity): "
-             "minmax (global min/max over the representative dataset) or moving_average "
-             "(ai-edge-quantizer's moving average of per-image ranges).")] = "minmax",
-    max_accuracy_drop: Annotated[float, typer.Option(
-        help="Gate: largest int8 top-1 loss vs float, percentage points.")] = 0.5,
-    max_class_drop: Annotated[float, typer.Option(
-        help="Gate: largest top-1 loss of any one class vs float, percentage points.")] = 2.0,
-    train_limit: Annotated[int, typer.Option(
-        help="Fine-tune on this many training images (0: all).")] = 0,
-    latency_runs: Annotated[int, typer.Option(help="Timed batch-1 calls per artifact.")] = 300,
-    seed: Annotated[int, typer.Option()] = 0,
+        help=_xh("Fine-tune towards the float model's probabilities (knowledge "
+                 "distillation).", "distill"))] = None,
+    distill_temperature: Annotated[float | None, typer.Option(
+        help=_xh("Distillation temperature T (Hinton et al. 2015).",
+                 "distill_temperature"))] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help=_xh("Fine-tuning batch size.", "batch_size"))] = None,
+    calibration_samples: Annotated[int | None, typer.Option(
+        help=_xh("Training images in the representative dataset.",
+                 "calibration_samples"))] = None,
+    int8_io: Annotated[str | None, typer.Option(
+        help=_xh(f"TFLite int8 model I/O: {', '.join(INT8_IO)}.", "int8_io"))] = None,
+    weight_granularity: Annotated[str | None, typer.Option(
+        help=_xh(f"int8 TFLite weight scales: channel (per output channel), auto (per-tensor "
+                 f"where that costs at most {MAX_ERROR_RATIO:g}x the rounding error, else "
+                 "per-channel), or tensor (per-tensor except depthwise).",
+                 "weight_granularity"))] = None,
+    calibration_method: Annotated[str | None, typer.Option(
+        help=_xh(f"Activation ranges of the post-training int8 TFLite (auto/tensor "
+                 f"granularity): {', '.join(CALIBRATION_METHODS)}.", "calibration_method"))
+    ] = None,
+    max_accuracy_drop: Annotated[float | None, typer.Option(
+        help=_xh("Gate: largest int8 top-1 loss vs float, percentage points.",
+                 "max_accuracy_drop"))] = None,
+    max_class_drop: Annotated[float | None, typer.Option(
+        help=_xh("Gate: largest top-1 loss of any one class vs float, percentage points.",
+                 "max_class_drop"))] = None,
+    float_atol: Annotated[float | None, typer.Option(
+        help=_xh("Gate: largest float32 |logit diff| x max(1, |logit|).", "float_atol"))
+    ] = None,
+    train_limit: Annotated[int | None, typer.Option(
+        help=_xh("Fine-tune on this many training images (0: all).", "train_limit"))] = None,
+    val_size: Annotated[int | None, typer.Option(
+        help=_xh("Validation images of a model without config.json (a run's own split "
+                 "wins).", "val_size"))] = None,
+    latency_runs: Annotated[int | None, typer.Option(
+        help=_xh("Timed batch-1 calls per artifact.", "latency_runs"))] = None,
+    seed: Annotated[int | None, typer.Option(
+        help=_xh("Seed of sampling and fine-tuning.", "seed"))] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default RUN/export).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export.")] = False,
     runs_dir: Annotated[Path, typer.Option()] = Path("runs"),
@@ -624,33 +658,21 @@ def export(
     """Prune + QAT, convert to TFLite/ONNX, and verify parity on the full test set.
 
     Exits 2 when an artifact fails the parity gate."""
+    options = {k: v for k, v in locals().items() if k in EXPORT_FIELDS}
     from fmnist_edge.data import DataError
-    from fmnist_edge.formats import FP16_SET, INT8_SET, parse_formats
+    from fmnist_edge.formats import parse_formats
     from fmnist_edge.runs import RunError
     from fmnist_edge.runtime import ModelFileError
 
     try:
-        from fmnist_edge.export.config import ExportConfig
         from fmnist_edge.export.pipeline import ExportError, export_run
     except ImportError as exc:
         _fail(f"export needs TensorFlow ({exc}): pip install \"fmnist-edge[train]\"")
     try:
-        chosen = parse_formats(formats) if formats else ()
-        if int8 or not chosen and not fp16:
-            chosen = (*chosen, *INT8_SET)
-        if fp16:
-            chosen = (*chosen, *FP16_SET)
-        config = ExportConfig(
-            formats=tuple(dict.fromkeys(chosen)), sparsity=sparsity, prune_epochs=prune_epochs,
-            keep_ends_dense=keep_ends_dense, sparsity_allocation=sparsity_allocation,
-            fold_batchnorm=fold_batchnorm, freeze_batchnorm=freeze_batchnorm,
-            qat_epochs=qat_epochs, lr=lr, optimizer=optimizer, distill=distill,
-            distill_temperature=distill_temperature, batch_size=batch_size,
-            calibration_samples=calibration_samples, int8_io=int8_io,
-            weight_granularity=weight_granularity, calibration_method=calibration_method,
-            max_accuracy_drop=max_accuracy_drop, max_class_drop=max_class_drop,
-            train_limit=train_limit,
-            latency_runs=latency_runs, seed=seed)
+        chosen = (*(parse_formats(formats) if formats else ()), *(INT8_SET if int8 else ()),
+                  *(FP16_SET if fp16 else ()))
+        options["formats"] = tuple(dict.fromkeys(chosen)) or None
+        config = ExportConfig.resolve(**options)
         project_log = logging.getLogger("fmnist_edge")
         project_log.setLevel(logging.INFO)
         if not project_log.handlers:

@@ -110,13 +110,29 @@ class ModelCard:
     sha256: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (the sidecar and the embedded card are this dict)."""
+        return dataclasses.asdict(self)
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """The inverse of :meth:`to_dict`: ``from_dict(card.to_dict()) == card``. Keys that
+        are not fields (cards of older versions) are kept in ``extra``, never dropped.
+
+        Raises:
+            TypeError: a field of the wrong kind (``extra`` not an object).
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
+        unknown = {k: v for k, v in data.items() if k not in known}
+        if unknown:
+            extra = kwargs.get("extra") or {}
+            if not isinstance(extra, dict):
+                raise TypeError(f"extra is a {type(extra).__name__}, not an object")
+            kwargs["extra"] = {**unknown, **extra}
         if "labels" in kwargs:
             kwargs["labels"] = tuple(kwargs["labels"])
         return cls(**kwargs)

@@ -348,3 +348,27 @@ def stratified_split(labels: np.ndarray, holdout: int, *, seed: int = 0
     mask = np.ones(len(labels), dtype=bool)
     mask[val_idx] = False
     return np.flatnonzero(mask), val_idx.astype(np.int64)
+
+
+def train_val_indices(labels: np.ndarray, *, val_size: int, seed: int, train_limit: int = 0,
+                      limit_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The one train/validation split of training and export: ``val_size`` images held out
+    with :func:`stratified_split` and ``seed``, then, with ``train_limit`` (0: all), a
+    stratified subset of that many training images drawn with ``limit_seed`` (default
+    ``seed``).
+
+    Args:
+        labels: ``uint8[60000]`` training-file labels.
+
+    Returns:
+        ``(train_idx int64[T], val_idx int64[val_size])``, sorted.
+
+    Raises:
+        ValueError: ``val_size`` out of range.
+    """
+    train_idx, val_idx = stratified_split(labels, val_size, seed=seed)
+    if train_limit and train_limit < len(train_idx):
+        _, keep = stratified_split(labels[train_idx], train_limit,
+                                   seed=seed if limit_seed is None else limit_seed)
+        train_idx = train_idx[keep]
+    return train_idx, val_idx

@@ -1,4 +1,8 @@
-"""The export formats: one table (name, suffix, runtime, quantized, what it is)."""
+"""The export formats: one table (name, family, precision, suffix, runtime, what it is).
+
+The export finds each format's converter through ``family`` and ``precision``
+(``fmnist_edge.export.make.CONVERTERS``); nothing parses the names.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ class Format:
 
     Attributes:
         name: stable identifier used on the CLI (``--formats``) and in manifests.
+        family: ``tflite`` or ``onnx``: the converter that makes it.
+        precision: ``fp32``, ``fp16`` (float16 weights), ``dynamic`` (int8 weights, float
+            activations) or ``int8`` (full-integer); also the file name's stem.
         suffix: file suffix; the runtime is chosen from it.
         runtime: library that runs it on a device.
         quantized: weights and activations are integers (int8), i.e. accuracy may drop and
@@ -20,6 +27,8 @@ class Format:
     """
 
     name: str
+    family: str
+    precision: str
     suffix: str
     runtime: str
     quantized: bool
@@ -28,19 +37,23 @@ class Format:
 
     @property
     def filename(self) -> str:
-        return f"model_{self.name.split('-', 1)[1]}{self.suffix}"
+        """``model_<precision><suffix>``, e.g. ``model_int8.tflite``."""
+        return f"model_{self.precision}{self.suffix}"
 
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("tflite-fp32", ".tflite", "litert", False, True, "TFLite float32"),
-    Format("tflite-fp16", ".tflite", "litert", False, False,
+    Format("tflite-fp32", "tflite", "fp32", ".tflite", "litert", False, True,
+           "TFLite float32"),
+    Format("tflite-fp16", "tflite", "fp16", ".tflite", "litert", False, False,
            "TFLite float16 weights, float32 compute"),
-    Format("tflite-dynamic", ".tflite", "litert", False, False,
+    Format("tflite-dynamic", "tflite", "dynamic", ".tflite", "litert", False, False,
            "TFLite dynamic-range: int8 weights, float activations"),
-    Format("tflite-int8", ".tflite", "litert", True, False,
+    Format("tflite-int8", "tflite", "int8", ".tflite", "litert", True, False,
            "TFLite full-integer int8 (pruned + QAT), int8 I/O"),
-    Format("onnx-fp32", ".onnx", "onnxruntime", False, True, "ONNX float32 (tf2onnx)"),
-    Format("onnx-int8", ".onnx", "onnxruntime", True, False, "ONNX int8 QDQ (pruned + QAT)"),
+    Format("onnx-fp32", "onnx", "fp32", ".onnx", "onnxruntime", False, True,
+           "ONNX float32 (tf2onnx)"),
+    Format("onnx-int8", "onnx", "int8", ".onnx", "onnxruntime", True, False,
+           "ONNX int8 QDQ (pruned + QAT)"),
 )}
 
 #: What ``--int8`` produces: the int8 artifacts and their float references.

@@ -1,9 +1,14 @@
-"""Run folders: ``runs/<arch>/<run-id>/`` and the files inside them."""
+"""Run folders: ``runs/<arch>/<run-id>/``, their export folders, and the files inside them.
+
+Every file name of a run folder and of an export folder is written here once; code reaches
+them through :class:`Run` and :class:`ExportFolder`.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,80 @@ HISTORY_JSON = "history.json"
 HISTORY_CSV = "history.csv"
 STATE_FILE = "state.json"
 BACKUP_DIR = "backup"
+EXPORT_DIR = "export"
+
+
+@dataclass(frozen=True)
+class ExportFolder:
+    """The files of an export folder (``<run>/export/`` unless ``--out`` chose another)."""
+
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        """``manifest.json``: artifacts, sha256, sizes, config, versions, provenance."""
+        return self.root / "manifest.json"
+
+    @property
+    def parity_json(self) -> Path:
+        return self.root / "parity.json"
+
+    @property
+    def parity_md(self) -> Path:
+        return self.root / "parity.md"
+
+    @property
+    def parity_png(self) -> Path:
+        return self.root / "parity.png"
+
+    @property
+    def config(self) -> Path:
+        """``export_config.json``: the resolved ``ExportConfig``."""
+        return self.root / "export_config.json"
+
+    def artifact(self, fmt: str) -> Path:
+        """The artifact of format ``fmt`` (a name of ``fmnist_edge.formats.FORMATS``)."""
+        from fmnist_edge.formats import FORMATS
+
+        return self.root / FORMATS[fmt].filename
+
+
+@dataclass(frozen=True)
+class Run:
+    """The files of one run folder; ``prefix`` names a multi-stage recipe's stage files
+    (``stage1_``)."""
+
+    root: Path
+
+    def file(self, name: str, prefix: str = "") -> Path:
+        return self.root / f"{prefix}{name}"
+
+    @property
+    def model(self) -> Path:
+        """``model.keras``: the best validation checkpoint."""
+        return self.root / MODEL_FILE
+
+    @property
+    def config(self) -> Path:
+        """``config.json``: the resolved ``TrainConfig``."""
+        return self.root / CONFIG_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS_FILE
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_FILE
+
+    @property
+    def backup(self) -> Path:
+        """Keras ``BackupAndRestore`` state for ``--resume``."""
+        return self.root / BACKUP_DIR
+
+    @property
+    def export(self) -> ExportFolder:
+        return ExportFolder(self.root / EXPORT_DIR)
 
 
 class RunError(RuntimeError):

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fmnist_edge.cli import app
+from fmnist_edge.export.config import OPTIMIZERS, ExportConfig
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 runner = CliRunner()
@@ -104,7 +105,7 @@ def test_parity_numbers(exported):
 
 
 def test_pruned_float_record_splits_the_stages():
-    from fmnist_edge.export.pipeline import _pruned_float_record
+    from fmnist_edge.export.verify import _pruned_float_record
 
     eye = np.eye(10, dtype=np.float32)
     labels = np.array([0, 1, 2, 3], dtype=np.uint8)
@@ -349,20 +350,20 @@ def test_erk_prunes_large_layers_more_and_keeps_the_overall_sparsity():
 
 
 def test_int8_method_choice_skips_a_failing_method(exported, test_split, tmp_path):
-    from fmnist_edge.export.pipeline import ExportError, _best_int8
+    from fmnist_edge.export.make import ExportError, choose
     from fmnist_edge.runtime import load
 
     images, labels = test_split
     good = (exported / "model_int8.tflite").read_bytes()
     ref = load(exported / "model_fp32.tflite").logits(images[:200])
     makers = {"truncated": lambda work: good[:1000], "qat": lambda work: good}
-    path, notes = _best_int8(tmp_path, "tflite-int8", makers, images[:200], labels[:200], ref)
+    path = tmp_path / "model_int8.tflite"
+    notes = choose(path, makers, images[:200], labels[:200], ref)
     assert notes["method"] == "qat" and path.read_bytes() == good
     assert "truncated" in notes["method_errors"] and list(notes["validation_by_method"]) == ["qat"]
     assert [p.name for p in tmp_path.iterdir()] == ["model_int8.tflite"]
     with pytest.raises(ExportError, match="failed every way"):
-        _best_int8(tmp_path, "tflite-int8", {"truncated": lambda work: good[:1000]},
-                   images[:200], labels[:200], ref)
+        choose(path, {"truncated": lambda work: good[:1000]}, images[:200], labels[:200], ref)
 
 
 def test_ends_too_large_to_stay_dense_are_pruned_too(test_split, caplog):
@@ -375,10 +376,10 @@ def test_ends_too_large_to_stay_dense_are_pruned_too(test_split, caplog):
     with pytest.raises(ValueError, match="cannot reach"):
         compress.layer_sparsities(model, 0.5, ends, "erk")
     report = compress.CompressionReport()
-    pruned = compress.prune(model, images[:256], labels[:256], sparsity=0.5, epochs=1,
-                            lr=1e-4, batch_size=128, augment=None, seed=0,
-                            label_smoothing=0.0, report=report, keep_dense=ends,
-                            allocation="erk")
+    config = ExportConfig(sparsity=0.5, prune_epochs=1, keep_ends_dense=True,
+                          sparsity_allocation="erk")
+    pruned = compress.prune(model, images[:256], labels[:256], compress.Tuning(), config,
+                            report)
     assert compress.kernel_sparsity(pruned) == pytest.approx(0.5, abs=0.01)
     assert report.layer_sparsity[ends[0]] > 0.5 and "too many weights" in caplog.text
 
@@ -414,14 +415,13 @@ def test_fine_tune_optimizers(test_split):
     from fmnist_edge.train.architectures import build
 
     images, labels = test_split
-    for name in compress.OPTIMIZERS:
-        history = compress.fine_tune(build("mlp"), images[:64], labels[:64], epochs=1,
-                                     lr=1e-3, batch_size=32, augment=None, seed=0,
-                                     optimizer=name)
+    for name in OPTIMIZERS:
+        tuning = compress.Tuning(lr=1e-3, batch_size=32, optimizer=name)
+        history = compress.fine_tune(build("mlp"), images[:64], labels[:64], tuning, epochs=1)
         assert len(history["loss"]) == 1
     with pytest.raises(ValueError, match="optimizer"):
-        compress.fine_tune(build("mlp"), images[:64], labels[:64], epochs=1, lr=1e-3,
-                           batch_size=32, augment=None, seed=0, optimizer="rmsprop")
+        compress.fine_tune(build("mlp"), images[:64], labels[:64],
+                           compress.Tuning(optimizer="rmsprop"), epochs=1)
 
 
 def test_frozen_batchnorm_keeps_its_statistics_through_fine_tuning(test_split):
@@ -444,8 +444,8 @@ def test_frozen_batchnorm_keeps_its_statistics_through_fine_tuning(test_split):
         before = model.get_layer("bn").get_weights()
         if freeze:
             assert compress.freeze_batchnorm(model) is model
-        compress.fine_tune(model, images[:128], labels[:128], epochs=1, lr=1e-3,
-                           batch_size=64, augment=None, seed=0)
+        compress.fine_tune(model, images[:128], labels[:128],
+                           compress.Tuning(lr=1e-3, batch_size=64), epochs=1)
         after = model.get_layer("bn").get_weights()
         moved[freeze] = [not np.array_equal(a, b) for a, b in zip(before, after)]
     # training mode moves gamma, beta, the moving mean and variance; frozen, none of them

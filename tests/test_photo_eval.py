@@ -138,7 +138,7 @@ def test_photo_pool_is_cached_and_converted_like_predict(train_split, tmp_path):
 
 @pytest.mark.tf
 def test_photo_fraction_replaces_that_share_of_each_batch(train_split):
-    from fmnist_edge.train.pipeline import make_dataset
+    from fmnist_edge.train.dataset import make_dataset
 
     images = np.zeros((400, 28, 28), np.uint8)
     labels = train_split[1][:400]

@@ -40,11 +40,12 @@ def _fmnist_normalization() -> layers.Layer:
     )
 
 
-def _logits(x, dropout: float):
+def _logits(x, dropout: float, regularizer=None):
     if dropout > 0:
         x = layers.Dropout(dropout, name="head_dropout")(x)
     # float32 output even under a mixed_float16 policy.
-    return layers.Dense(NUM_CLASSES, dtype="float32", name=LOGITS_NAME)(x)
+    return layers.Dense(NUM_CLASSES, dtype="float32", kernel_regularizer=regularizer,
+                        name=LOGITS_NAME)(x)
 
 
 def build_mlp(*, hidden: tuple[int, ...] = (512, 128), dropout: float = 0.2,
@@ -139,7 +140,7 @@ def build_resnet(*, blocks: int = 3, widths: tuple[int, ...] = (16, 32, 64),
                         if stride != 1 or x.shape[-1] != width else x)
             x = layers.ReLU(name=f"{tag}_relu2")(layers.Add(name=f"{tag}_add")([y, shortcut]))
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inputs, _logits(x, dropout), name=name)
+    return keras.Model(inputs, _logits(x, dropout, reg), name=name)
 
 
 # Per-backbone input normalisation expected by its ImageNet weights, as per-channel

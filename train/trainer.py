@@ -25,8 +25,8 @@ from fmnist_edge.provenance import provenance
 from fmnist_edge.train import architectures, plots
 from fmnist_edge.train.callbacks import BestCheckpoint, HistoryWriter
 from fmnist_edge.train.config import TrainConfig, builder_kwargs
+from fmnist_edge.train.dataset import make_dataset
 from fmnist_edge.train.keras_shim import keras, tf
-from fmnist_edge.train.pipeline import make_dataset
 from fmnist_edge.train.schedules import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,8 @@ def load_splits(config: TrainConfig, data_dir: str | Path | None = None) -> Spli
     """Verified Fashion-MNIST with the stratified, seeded validation hold-out of ``config``."""
     x, y = data.load_split("train", data_dir)
     x_test, y_test = data.load_split("test", data_dir)
-    train_idx, val_idx = data.stratified_split(y, config.val_size, seed=config.seed)
-    if config.train_limit and config.train_limit < len(train_idx):
-        _, keep = data.stratified_split(y[train_idx], config.train_limit, seed=config.seed)
-        train_idx = train_idx[keep]
+    train_idx, val_idx = data.train_val_indices(y, val_size=config.val_size, seed=config.seed,
+                                                train_limit=config.train_limit)
     return Splits(x[train_idx], y[train_idx], x[val_idx], y[val_idx], x_test, y_test)
 
 

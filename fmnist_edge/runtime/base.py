@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from collections.abc import Callable
@@ -11,11 +10,30 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from fmnist_edge.contract import NUM_CLASSES, ModelCard, softmax
+from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, ModelCard, softmax
 
 
 class ModelFileError(ValueError):
     """A model file is missing, corrupt, truncated, or does not honour the contract."""
+
+
+def check_io(source: str | Path, input_shape, output_shape) -> None:
+    """The one contract check of every format: a model maps ``[N, 28, 28, 1]`` pixels to
+    ``[N, 10]`` logits (N: any batch, or a fixed one).
+
+    Args:
+        source: the model file, named in the error.
+        input_shape: the input's shape as the format reports it (batch first).
+        output_shape: the output's shape (batch first).
+
+    Raises:
+        ModelFileError: another shape.
+    """
+    if (list(input_shape[1:]) != [IMAGE_SIZE, IMAGE_SIZE, 1]
+            or list(output_shape[1:]) != [NUM_CLASSES]):
+        raise ModelFileError(f"{source}: model maps {list(input_shape)} -> "
+                             f"{list(output_shape)}, not the contract [N, {IMAGE_SIZE}, "
+                             f"{IMAGE_SIZE}, 1] -> [N, {NUM_CLASSES}]")
 
 
 @runtime_checkable
@@ -70,17 +88,14 @@ def verify_sha256(runtime: Runtime) -> None:
     Raises:
         ModelFileError: the digests differ (the file was corrupted or changed).
     """
-    from fmnist_edge.runtime.card import sidecar_path
+    from fmnist_edge.runtime.card import file_sha256, sidecar_path
 
     expected = runtime.card.sha256
     if not expected or not sidecar_path(runtime.path).is_file():
         return
-    digest = hashlib.sha256()
-    with open(runtime.path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected:
-        raise ModelFileError(f"{runtime.path}: sha256 {digest.hexdigest()[:16]}... differs from "
+    digest = file_sha256(runtime.path)
+    if digest != expected:
+        raise ModelFileError(f"{runtime.path}: sha256 {digest[:16]}... differs from "
                              f"the {expected[:16]}... its card {sidecar_path(runtime.path).name} "
                              "records: the file is corrupt or was changed; export or copy it "
                              "again (or pass --no-verify to run it anyway)")

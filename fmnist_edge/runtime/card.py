@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,15 @@ def sidecar_path(model_path: str | Path) -> Path:
     """``model_int8.tflite`` -> ``model_int8.tflite.json``."""
     model_path = Path(model_path)
     return model_path.with_name(model_path.name + ".json")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 digest of a file (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def card_for(model_path: Path, fmt: str,
@@ -39,7 +50,9 @@ def card_for(model_path: Path, fmt: str,
         if embedded:
             if not isinstance(embedded, dict):
                 raise ValueError("not a JSON object")
-            return ModelCard.from_dict(embedded)
+            card = ModelCard.from_dict(embedded)
+            # a file cannot hold its own digest: the embedded card gets it from the file
+            return dataclasses.replace(card, sha256=card.sha256 or file_sha256(model_path))
     except (ValueError, TypeError) as exc:
         log.warning("warning: ignoring the model card embedded in %s (%s)", model_path, exc)
     return ModelCard(name=model_path.stem, format=fmt)

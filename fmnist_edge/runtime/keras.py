@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist_edge.contract import MODEL_INPUT_SHAPE, NUM_CLASSES, ModelCard, check_images
-from fmnist_edge.runtime.base import ModelFileError, batched
+from fmnist_edge.contract import ModelCard, check_images
+from fmnist_edge.runtime.base import ModelFileError, batched, check_io
 
 
 class KerasRuntime:
@@ -31,11 +31,7 @@ class KerasRuntime:
         except Exception as exc:  # Keras raises a zoo of types for bad archives
             raise ModelFileError(f"{self.path}: not a readable Keras model ({exc}); "
                                  "re-export or re-train it") from exc
-        in_shape = tuple(self.model.input_shape)
-        out_shape = tuple(self.model.output_shape)
-        if in_shape[1:] != MODEL_INPUT_SHAPE[1:] or out_shape[1:] != (NUM_CLASSES,):
-            raise ModelFileError(f"{self.path}: model maps {in_shape} -> {out_shape}, not the "
-                                 f"contract {MODEL_INPUT_SHAPE} -> (None, {NUM_CLASSES})")
+        check_io(self.path, self.model.input_shape, self.model.output_shape)
         self.card = _card_for(self.path)
 
     def logits(self, images: np.ndarray) -> np.ndarray:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, check_images
+from fmnist_edge.contract import IMAGE_SIZE, check_images
 from fmnist_edge.quiet import quiet_native_stderr
-from fmnist_edge.runtime.base import ModelFileError, batched
+from fmnist_edge.runtime.base import ModelFileError, batched, check_io
 from fmnist_edge.runtime.card import CARD_KEY, card_for
 from fmnist_edge.runtime.quant import dequantize_output, quantize_pixels
 
@@ -86,10 +86,8 @@ class LiteRTRuntime:
             raise ModelFileError(f"{self.path}: expected 1 input and 1 output, found "
                                  f"{len(inputs)} and {len(outputs)}")
         self._in, self._out = inputs[0], outputs[0]
-        in_shape, out_shape = list(self._in["shape"]), list(self._out["shape"])
-        if in_shape[1:] != [IMAGE_SIZE, IMAGE_SIZE, 1] or out_shape[1:] != [NUM_CLASSES]:
-            raise ModelFileError(f"{self.path}: model maps {in_shape} -> {out_shape}, not the "
-                                 f"contract [N, 28, 28, 1] -> [N, 10]")
+        in_shape = list(self._in["shape"])
+        check_io(self.path, in_shape, self._out["shape"])
         self.input_dtype = np.dtype(self._in["dtype"])
         self.input_scale, self.input_zero_point = self._in["quantization"]
         self.output_scale, self.output_zero_point = self._out["quantization"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, check_images
-from fmnist_edge.runtime.base import ModelFileError, batched
+from fmnist_edge.contract import check_images
+from fmnist_edge.runtime.base import ModelFileError, batched, check_io
 from fmnist_edge.runtime.card import CARD_KEY, card_for
 from fmnist_edge.runtime.quant import quantize_pixels
 
@@ -50,12 +50,10 @@ class OnnxRuntime:
             raise ModelFileError(f"{self.path}: expected 1 input and 1 output, found "
                                  f"{len(inputs)} and {len(outputs)}")
         self._in, self._out = inputs[0], outputs[0]
-        if (list(self._in.shape[1:]) != [IMAGE_SIZE, IMAGE_SIZE, 1]
-                or list(self._out.shape[1:]) != [NUM_CLASSES]
-                or self._in.type not in _ONNX_TYPES):
-            raise ModelFileError(f"{self.path}: model maps {self._in.type}{self._in.shape} -> "
-                                 f"{self._out.shape}, not the contract "
-                                 "float32[N, 28, 28, 1] -> [N, 10]")
+        check_io(self.path, self._in.shape, self._out.shape)
+        if self._in.type not in _ONNX_TYPES:
+            raise ModelFileError(f"{self.path}: its input is {self._in.type}, not the contract's "
+                                 f"float32 (or integer) pixels; re-export it")
         self.input_dtype = np.dtype(_ONNX_TYPES[self._in.type])
         # A model exported with a fixed batch size gets chunks of that size (the last one
         # padded with blank images), instead of failing on any other batch.
@@ -65,6 +63,18 @@ class OnnxRuntime:
         meta = self.session.get_modelmeta().custom_metadata_map
         self.card = card_for(self.path, "onnx",
                              lambda: json.loads(meta[CARD_KEY]) if CARD_KEY in meta else None)
+        self.input_scale, self.input_zero_point = 1.0, 0
+        if self.input_dtype != np.float32:
+            # onnxruntime does not expose the graph's quantization parameters: an integer
+            # input's scale and zero point come from the model card (``io``), never assumed.
+            io = self.card.extra.get("io", {}) if isinstance(self.card.extra, dict) else {}
+            if "input_scale" not in io or "input_zero_point" not in io:
+                raise ModelFileError(
+                    f"{self.path}: its input is {self._in.type} but no model card records the "
+                    "input scale and zero point (io.input_scale, io.input_zero_point); keep "
+                    "its .json sidecar beside it, or export it with float32 input")
+            self.input_scale = float(io["input_scale"])
+            self.input_zero_point = int(io["input_zero_point"])
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8[N, 28, 28] -> float32[N, 10] logits."""
@@ -78,8 +88,8 @@ class OnnxRuntime:
             batch = np.concatenate([batch, pad])
         if self.input_dtype == np.float32:
             x = batch[..., None].astype(np.float32)
-        else:  # integer-input models (rare in ONNX) take pixels with scale 1
-            zero_point = -128 if self.input_dtype == np.int8 else 0
-            x = quantize_pixels(batch, self.input_dtype, 1.0, zero_point)
+        else:  # integer-input models (rare in ONNX): the card's scale and zero point
+            x = quantize_pixels(batch, self.input_dtype, self.input_scale,
+                                self.input_zero_point)
         out = self.session.run([self._out.name], {self._in.name: x})[0]
         return np.asarray(out, dtype=np.float32)[:n]
