@@ -21,7 +21,7 @@ import re
 import statistics
 from pathlib import Path
 
-from fmnist_edge import atomic
+from fmnist_edge import atomic, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -61,10 +61,10 @@ def record_run(run: Path, command: str | None, commit: str | None,
         "segments": metrics.get("segments"),
     }
     written = [atomic.write_json(results / f"train_{arch}.json", train)]
-    export = run / "export"
-    if (export / "parity.json").is_file():
-        manifest = json.loads((export / "manifest.json").read_text())
-        parity = json.loads((export / "parity.json").read_text())
+    export = runs.Run(run).export
+    if export.parity_json.is_file():
+        manifest = json.loads(export.manifest.read_text())
+        parity = json.loads(export.parity_json.read_text())
         written.append(atomic.write_json(results / f"export_{arch}.json", {
             "arch": arch, "run": run.name, "parity": parity,
             "compression": {k: v for k, v in manifest["compression"].items() if k != "history"},

@@ -14,7 +14,7 @@ import json
 import shutil
 from pathlib import Path
 
-from fmnist_edge import atomic
+from fmnist_edge import atomic, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "fmnist_edge" / "models"
@@ -66,15 +66,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     args = parser.parse_args()
-    export = args.run / "export"
-    parity = json.loads((export / "parity.json").read_text())
+    run = runs.Run(args.run)
+    export = run.export
+    parity = json.loads(export.parity_json.read_text())
     if parity["gate"]["status"] != "passed":
         raise SystemExit(f"{export} failed its parity gate; not shipping it")
-    manifest = json.loads((export / "manifest.json").read_text())
-    metrics = json.loads((args.run / "metrics.json").read_text())
+    manifest = json.loads(export.manifest.read_text())
+    metrics = json.loads(run.metrics.read_text())
     MODELS.mkdir(exist_ok=True)
     for suffix in ("tflite", "onnx"):
-        src = export / f"model_int8.{suffix}"
+        src = export.artifact(f"{suffix}-int8")
         dst = MODELS / f"default_int8.{suffix}"
         atomic.write_with(dst, lambda tmp, s=src: shutil.copyfile(s, tmp))
         atomic.write_with(dst.with_name(dst.name + ".json"),

@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 from fmnist_edge import atomic, data
-from fmnist_edge.bench import measure_latency
-from fmnist_edge.benchmark import machine
+from fmnist_edge.benchmark import machine, measure_latency
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import load
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from fmnist_edge import atomic, data, runs  # noqa: E402
+from fmnist_edge import atomic  # noqa: E402
+from fmnist_edge.export import data as export_data  # noqa: E402
 from fmnist_edge.export import granularity  # noqa: E402
 from fmnist_edge.export.config import ExportConfig  # noqa: E402
 from fmnist_edge.provenance import provenance  # noqa: E402
 from fmnist_edge.runtime import load  # noqa: E402
-from fmnist_edge.train.config import TrainConfig  # noqa: E402
 
 
 def main() -> None:
@@ -36,15 +36,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    defaults = ExportConfig()
-    run_config = args.float_tflite.resolve().parent.parent / runs.CONFIG_FILE  # RUN/export/x
-    train_defaults = TrainConfig.read(run_config) if run_config.is_file() else TrainConfig()
-    x, y = data.load_split("train", args.data_dir)
-    # the export's split and calibration draw (export.pipeline)
-    train_idx, val_idx = data.stratified_split(y, train_defaults.val_size,
-                                               seed=train_defaults.seed)
-    x_tr, x_val, y_val = x[train_idx], x[val_idx], y[val_idx]
-    calibration = defaults.calibration_images(x_tr)
+    # the export's own split and representative dataset (RUN/export/model_fp32.tflite)
+    data = export_data.load(args.float_tflite.resolve().parent.parent, ExportConfig(),
+                            args.data_dir)
+    x_val, y_val, calibration = data.x_val, data.y_val, data.calibration
     blob = args.float_tflite.read_bytes()
     reference = load(args.float_tflite).logits(x_val).argmax(1)
     out = {"float_model": str(args.float_tflite), "float_bytes": len(blob),

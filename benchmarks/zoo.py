@@ -26,6 +26,7 @@ import numpy as np
 from fmnist_edge import atomic
 from fmnist_edge.benchmark import benchmark
 from fmnist_edge.provenance import provenance
+from fmnist_edge.runs import ExportFolder, Run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import collect  # noqa: E402  (sibling script: RESULTS, README markers)
@@ -67,13 +68,14 @@ def measure(run: Path, *, runs: int, data_dir: Path | None, batch_runs: int = 30
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from fmnist_edge.train.keras_shim import keras
 
-    config = json.loads((run / "config.json").read_text())
+    layout = Run(run)
+    config = json.loads(layout.config.read_text())
     arch = config["arch"]
-    export = run / "export"
-    manifest = json.loads((export / "manifest.json").read_text())
-    files = {name: export / a["file"] for name, a in manifest["artifacts"].items()
+    export = layout.export
+    manifest = json.loads(export.manifest.read_text())
+    files = {name: export.root / a["file"] for name, a in manifest["artifacts"].items()
              if name in ARTIFACT_FORMATS}
-    model = keras.models.load_model(run / "model.keras", compile=False)
+    model = keras.models.load_model(layout.model, compile=False)
     bench = [benchmark(list(files.values()), batch_sizes=(batch,), threads=(1,), runs=n,
                        warmup=10, data_dir=data_dir)
              for batch, n in ((1, runs), (256, batch_runs))]
@@ -91,7 +93,7 @@ def measure(run: Path, *, runs: int, data_dir: Path | None, batch_runs: int = 30
     return atomic.write_json(collect.RESULTS / f"zoo_{arch}.json", record)
 
 
-def commit_artifacts(arch: str, export: Path, files: dict[str, Path],
+def commit_artifacts(arch: str, export: ExportFolder, files: dict[str, Path],
                      dest_root: Path | None = None) -> dict[str, str | None]:
     """Copy the artifacts of at most :data:`MAX_COMMITTED_BYTES` (with their JSON cards), the
     export's manifest and parity table to ``dest_root/<arch>/`` (default :data:`ARTIFACTS`),
@@ -109,8 +111,8 @@ def commit_artifacts(arch: str, export: Path, files: dict[str, Path],
                     if f.is_file():
                         shutil.copy2(f, stage / f.name)
                 kept[name] = path.name
-        for f in ("manifest.json", "parity.md"):
-            shutil.copy2(export / f, stage / f)
+        for f in (export.manifest, export.parity_md):
+            shutil.copy2(f, stage / f.name)
     return kept
 
 

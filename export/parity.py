@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist_edge.bench import measure_latency
+from fmnist_edge.benchmark import measure_latency
 from fmnist_edge.contract import LABELS
 from fmnist_edge.formats import FORMATS
 from fmnist_edge.runtime import load

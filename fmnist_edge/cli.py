@@ -20,6 +20,7 @@ from fmnist_edge.export.config import FIELDS as EXPORT_FIELDS
 from fmnist_edge.export.config import OPTIMIZERS as EXPORT_OPTIMIZERS
 from fmnist_edge.export.granularity import CALIBRATION_METHODS, MAX_ERROR_RATIO
 from fmnist_edge.formats import FORMATS, FP16_SET, INT8_SET
+from fmnist_edge.train.config import ARCHITECTURES, OPTIMIZERS, SCHEDULES, TRAIN_FIELDS
 
 app = typer.Typer(no_args_is_help=True,
                   help="Fashion-MNIST classifiers from training to the edge.")
@@ -86,7 +87,7 @@ def _fail(message: str, code: int = 1) -> None:
 @app.command()
 def train(
     arch: Annotated[str | None, typer.Argument(
-        help="Architecture: mlp, cnn, resnet20, resnet8, mobilenetv2, resnet50, vgg16.")] = None,
+        help=f"Architecture: {', '.join(ARCHITECTURES)}.")] = None,
     epochs: Annotated[int | None, typer.Option(
         help=_h("Maximum epochs.", "epochs"))] = None,
     batch_size: Annotated[int | None, typer.Option(
@@ -94,9 +95,9 @@ def train(
     lr: Annotated[float | None, typer.Option(
         help=_h("Peak learning rate.", "lr"))] = None,
     optimizer: Annotated[str | None, typer.Option(
-        help=_h("adam, adamw or sgd.", "optimizer"))] = None,
+        help=_h(", ".join(OPTIMIZERS) + ".", "optimizer"))] = None,
     schedule: Annotated[str | None, typer.Option(
-        help=_h("constant, cosine, onecycle or triangular.", "schedule"))] = None,
+        help=_h(", ".join(SCHEDULES) + ".", "schedule"))] = None,
     warmup_epochs: Annotated[float | None, typer.Option(
         help=_h("Cosine warm-up, epochs.", "warmup_epochs"))] = None,
     cycle_epochs: Annotated[float | None, typer.Option(
@@ -162,6 +163,7 @@ def train(
     data_dir: DataDir = None,
 ) -> None:
     """Train an architecture on Fashion-MNIST; leaves runs/<arch>/<run-id>/."""
+    options = {k: v for k, v in locals().items() if k in TRAIN_FIELDS and k != "arch"}
     from fmnist_edge.data import DataError
     from fmnist_edge.runs import RunError
 
@@ -178,20 +180,8 @@ def train(
             result = trainer.resume(resume, data_dir=data_dir, verbose=verbose)
         else:
             if arch is None:
-                _fail("missing ARCH (mlp, cnn, resnet20, resnet8, mobilenetv2, resnet50, vgg16) or "
-                      "--resume RUN")
-            config = recipe(
-                arch, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                schedule=schedule, warmup_epochs=warmup_epochs, cycle_epochs=cycle_epochs,
-                weight_decay=weight_decay, l2=l2, label_smoothing=label_smoothing,
-                early_stopping=early_stopping, val_size=val_size, train_limit=train_limit,
-                seed=seed, shift_px=shift_px, flip=flip, rotation_deg=rotation_deg, zoom=zoom,
-                shear_deg=shear_deg, erasing_prob=erasing_prob, input_size=input_size,
-                weights=weights, dropout=dropout, distribute=distribute,
-                mixed_precision=mixed_precision, class_split=class_split,
-                photo_augment=photo_augment, photo_pool_size=photo_pool_size,
-                teacher=teacher, distill_temperature=distill_temperature,
-                distill_alpha=distill_alpha)
+                _fail(f"missing ARCH ({', '.join(ARCHITECTURES)}) or --resume RUN")
+            config = recipe(arch, **options)
             result = trainer.train(config, data_dir=data_dir, runs_dir=runs_dir,
                                    verbose=verbose)
     except trainer.TrainingInterrupted as exc:

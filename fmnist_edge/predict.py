@@ -110,9 +110,9 @@ def resolve_model(text: str | Path) -> Path:
             raise FileNotFoundError(f"{name}: not shipped in {MODELS_DIR}; reinstall")
         return path
     path = Path(text)
-    if path.is_dir() and (path / "export" / "manifest.json").is_file():
-        path = path / "export"  # an exported run: the artifact its manifest names
-    manifest = path / "manifest.json"
+    if path.is_dir() and runs.Run(path).export.manifest.is_file():
+        path = runs.Run(path).export.root  # an exported run: the artifact its manifest names
+    manifest = runs.ExportFolder(path).manifest
     if path.is_dir() and manifest.is_file():
         artifacts = runs.read_json(manifest, {}).get("artifacts", {})
         order = (["tflite-int8", "onnx-int8"] if _litert_installed()

@@ -52,12 +52,33 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str]:
     return found
 
 
+def machine() -> dict:
+    """The one machine description of every result: CPU model, cores, OS, Python and the
+    1/5/15-minute load average (what else ran)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        fields = {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        # x86: "model name"; Raspberry Pi: "model name" (core) and "Model" (board).
+        names = [fields[k] for k in ("model name", "Model", "Hardware") if fields.get(k)]
+        cpu = " / ".join(dict.fromkeys(names)) or cpu
+    except OSError:
+        pass
+    try:
+        load_average = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        load_average = None
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "load_average_1_5_15_min": load_average}
+
+
 def provenance() -> dict:
     """``{"command", "commit", "utc", "machine"}`` for the current process."""
     return {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else None,
         "commit": git_commit(),
         "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version()},
+        "machine": machine(),
     }

@@ -450,3 +450,15 @@ def test_frozen_batchnorm_keeps_its_statistics_through_fine_tuning(test_split):
         moved[freeze] = [not np.array_equal(a, b) for a, b in zip(before, after)]
     # training mode moves gamma, beta, the moving mean and variance; frozen, none of them
     assert moved == {False: [True] * 4, True: [False] * 4}
+
+
+def test_an_artifact_copied_without_its_sidecar_keeps_every_card_field(exported, tmp_path):
+    from fmnist_edge.contract import ModelCard
+    from fmnist_edge.runtime import load
+
+    for name in ("model_int8.tflite", "model_fp32.tflite", "model_int8.onnx",
+                 "model_fp32.onnx"):
+        shutil.copy(exported / name, tmp_path / name)  # the file alone
+        sidecar = ModelCard.read(exported / f"{name}.json")
+        assert sidecar.test_accuracy is not None and sidecar.sha256
+        assert load(tmp_path / name).card == sidecar, name

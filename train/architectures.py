@@ -1,4 +1,5 @@
-"""Architecture registry: one table from name to builder.
+"""The architecture builders. The registry (name -> builder, default recipe, backbone flag)
+is :data:`fmnist_edge.train.config.ARCHITECTURES`; :func:`build` builds an entry.
 
 Every builder returns an *uncompiled* ``tf_keras.Model`` honouring the contract of
 ``fmnist_edge.contract``: input ``float32[N, 28, 28, 1]`` of raw pixel values 0-255 (the
@@ -11,8 +12,6 @@ sub-model: tfmot can neither prune nor quantize a model inside a model
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
 
 from fmnist_edge.contract import (
@@ -21,6 +20,7 @@ from fmnist_edge.contract import (
     IMAGE_SIZE,
     NUM_CLASSES,
 )
+from fmnist_edge.train.config import ARCHITECTURES
 from fmnist_edge.train.keras_shim import keras
 
 layers = keras.layers
@@ -143,22 +143,16 @@ def build_resnet(*, blocks: int = 3, widths: tuple[int, ...] = (16, 32, 64),
     return keras.Model(inputs, _logits(x, dropout, reg), name=name)
 
 
-# Per-backbone input normalisation expected by its ImageNet weights, as per-channel
-# (mean, std) on 0-255 RGB (keras.applications `preprocess_input` docs):
-# "tf" mode scales to [-1, 1]; "caffe" mode subtracts the ImageNet BGR means (RGB==BGR here,
-# the three channels being equal, so the mean order is immaterial but kept as documented).
-_TF_MODE = ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5))
-_CAFFE_MODE = ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0))
-
-_BACKBONES: dict[str, tuple[str, tuple]] = {
-    "mobilenetv2": ("MobileNetV2", _TF_MODE),
-    "resnet50": ("ResNet50", _CAFFE_MODE),
-    "vgg16": ("VGG16", _CAFFE_MODE),
-}
+#: Per-channel (mean, std) on 0-255 RGB of each keras.applications preprocessing mode
+#: (keras.applications `preprocess_input` docs): "tf" scales to [-1, 1]; "caffe" subtracts the
+#: ImageNet BGR means (RGB == BGR here, the three channels being equal).
+PREPROCESSING = {"tf": ((127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),
+                 "caffe": ((103.939, 116.779, 123.68), (1.0, 1.0, 1.0))}
 
 
-def build_backbone(name: str, *, input_size: int = 32, weights: str | None = None,
-                   dropout: float = 0.2, alpha: float = 1.0) -> keras.Model:
+def build_backbone(application: str, preprocessing: str, *, name: str, input_size: int = 32,
+                   weights: str | None = None, dropout: float = 0.2,
+                   alpha: float = 1.0) -> keras.Model:
     """A ``keras.applications`` backbone with a new 10-class head, built flat.
 
     Graph: pixels ``float32[N, 28, 28, 1]`` -> Resizing(input_size, bilinear) -> grayscale
@@ -167,7 +161,10 @@ def build_backbone(name: str, *, input_size: int = 32, weights: str | None = Non
     Dense(10) logits.
 
     Args:
-        name: ``mobilenetv2``, ``resnet50`` or ``vgg16``.
+        application: the ``keras.applications`` class, e.g. ``MobileNetV2``.
+        preprocessing: the input normalisation its weights expect, a key of
+            :data:`PREPROCESSING`.
+        name: the model's name (its registry key).
         input_size: side in pixels the 28x28 image is resized to (keras.applications needs
             at least 32).
         weights: ``None``/``"none"`` (random init), ``"imagenet"`` (downloaded by
@@ -178,14 +175,12 @@ def build_backbone(name: str, *, input_size: int = 32, weights: str | None = Non
         alpha: width multiplier (MobileNetV2 only).
 
     Raises:
-        ValueError: unknown backbone or input_size below 32.
+        ValueError: ``input_size`` below 32.
         FileNotFoundError: ``weights`` names a file that does not exist.
     """
-    if name not in _BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(_BACKBONES)}")
     if input_size < 32:
         raise ValueError(f"input_size must be >= 32 for keras.applications, got {input_size}")
-    app_name, (mean, std) = _BACKBONES[name]
+    app_name, (mean, std) = application, PREPROCESSING[preprocessing]
     if weights in (None, "none", "None"):
         weights = None
     elif weights != "imagenet":
@@ -202,7 +197,7 @@ def build_backbone(name: str, *, input_size: int = 32, weights: str | None = Non
     x = layers.Concatenate(axis=-1, name="gray_to_rgb")([x, x, x])
     x = layers.Normalization(mean=list(mean), variance=[s * s for s in std],
                              name="imagenet_normalize")(x)
-    kwargs = {"alpha": alpha} if name == "mobilenetv2" else {}
+    kwargs = {"alpha": alpha} if app_name == "MobileNetV2" else {}
     try:
         backbone = getattr(keras.applications, app_name)(
             include_top=False, weights=weights, input_tensor=x, pooling="avg", **kwargs
@@ -218,26 +213,6 @@ def build_backbone(name: str, *, input_size: int = 32, weights: str | None = Non
         ) from exc
     outputs = _logits(backbone.output, dropout)
     return keras.Model(inputs, outputs, name=name)
-
-
-def _backbone_builder(name: str) -> Callable[..., keras.Model]:
-    def build(**kwargs) -> keras.Model:
-        return build_backbone(name, **kwargs)
-
-    build.__name__ = f"build_{name}"
-    build.__doc__ = f"{_BACKBONES[name][0]} backbone; see build_backbone for the arguments."
-    return build
-
-
-ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
-    "mlp": build_mlp,
-    "cnn": build_cnn,
-    "resnet20": build_resnet,
-    "resnet8": functools.partial(build_resnet, blocks=1, name="resnet8"),
-    "mobilenetv2": _backbone_builder("mobilenetv2"),
-    "resnet50": _backbone_builder("resnet50"),
-    "vgg16": _backbone_builder("vgg16"),
-}
 
 
 #: BatchNorm moving-average momentum for every architecture. Keras defaults to 0.99
@@ -260,7 +235,8 @@ def build(name: str, *, bn_momentum: float = BN_MOMENTUM, **kwargs) -> keras.Mod
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose from {sorted(ARCHITECTURES)}")
-    model = ARCHITECTURES[name](**kwargs)
+    entry = ARCHITECTURES[name]
+    model = globals()[entry.builder](**entry.kwargs, **kwargs)
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = bn_momentum

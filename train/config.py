@@ -198,16 +198,42 @@ def validate(checks: list[tuple[bool, str]]) -> None:
 
 _BACKBONE_AUGMENT = AugmentConfig(shift_px=2, flip=True)
 
-#: The default recipe of every architecture (reached the bars in benchmarks/results/).
-RECIPES: dict[str, TrainConfig] = {
-    "mlp": TrainConfig(
+
+@dataclass(frozen=True)
+class Architecture:
+    """One registry entry: the builder, its fixed arguments, the default recipe and whether
+    it is a ``keras.applications`` backbone, together (as timm keeps a model's defaults
+    beside its builder). Light: the builder is named, and imported only to build.
+
+    Attributes:
+        builder: a function of ``fmnist_edge.train.architectures`` returning the model.
+        recipe: the default :class:`TrainConfig` (``fmnist-edge train ARCH``).
+        backbone: takes ``input_size`` and ``weights`` (not ``l2``).
+        kwargs: fixed builder arguments (e.g. ResNet-8's one block per stage).
+    """
+
+    builder: str
+    recipe: TrainConfig
+    backbone: bool = False
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _backbone(application: str, preprocessing: str, recipe: TrainConfig) -> Architecture:
+    return Architecture("build_backbone", recipe, backbone=True,
+                        kwargs={"application": application, "preprocessing": preprocessing,
+                                "name": recipe.arch})
+
+
+#: The registry: adding an architecture is one entry here (and its builder) plus its test.
+ARCHITECTURES: dict[str, Architecture] = {
+    "mlp": Architecture("build_mlp", TrainConfig(
         arch="mlp", epochs=40, batch_size=256, optimizer="adamw", lr=2e-3, schedule="cosine",
         weight_decay=1e-4, label_smoothing=0.1,
-        augment=AugmentConfig(shift_px=1, flip=True)),
-    "cnn": TrainConfig(
+        augment=AugmentConfig(shift_px=1, flip=True))),
+    "cnn": Architecture("build_cnn", TrainConfig(
         arch="cnn", epochs=50, batch_size=256, optimizer="adamw", lr=3e-3, schedule="onecycle",
         weight_decay=5e-4, label_smoothing=0.1,
-        augment=AugmentConfig(shift_px=2, flip=True, erasing_prob=0.3)),
+        augment=AugmentConfig(shift_px=2, flip=True, erasing_prob=0.3))),
     # Zhong et al.'s Fashion-MNIST recipe (github.com/zhunzhong07/Random-Erasing, README and
     # issue #10: 95.55 % with random erasing): SGD momentum 0.9, lr 0.1, weight decay 5e-4,
     # batch 128, 300 epochs, pad-4 crop, flip, random erasing p 0.5; cosine decay here instead
@@ -215,32 +241,42 @@ RECIPES: dict[str, TrainConfig] = {
     # "weight decay 5e-4" is PyTorch's coupled decay (5e-4 * w added to the gradient, then
     # through the momentum): the same is an L2 penalty of 2.5e-4 * sum(w**2) on the kernels.
     # Keras's decoupled SGD weight decay of 5e-4 would be 1 / (1 - 0.9) = 10x weaker.
-    "resnet20": TrainConfig(
+    "resnet20": Architecture("build_resnet", TrainConfig(
         arch="resnet20", epochs=300, batch_size=128, optimizer="sgd", lr=0.1,
         schedule="cosine", warmup_epochs=1.0, l2=2.5e-4,
-        augment=AugmentConfig(shift_px=4, flip=True, erasing_prob=0.5)),
+        augment=AugmentConfig(shift_px=4, flip=True, erasing_prob=0.5))),
     # The edge model: ResNet-8 (one basic block per stage), about 78K parameters and 9.3 MMAC,
     # so its int8 TFLite stays under 100 KB; trained with the same recipe, best with a
     # teacher (--teacher RUN, knowledge distillation).
-    "resnet8": TrainConfig(
+    "resnet8": Architecture("build_resnet", TrainConfig(
         arch="resnet8", epochs=300, batch_size=128, optimizer="sgd", lr=0.1,
         schedule="cosine", warmup_epochs=1.0, l2=2.5e-4,
         augment=AugmentConfig(shift_px=4, flip=True, erasing_prob=0.5)),
-    "mobilenetv2": TrainConfig(
+        kwargs={"blocks": 1, "name": "resnet8"}),
+    # keras.applications backbones with the input normalisation their ImageNet weights
+    # expect (keras.applications `preprocess_input` docs: "tf" scales to [-1, 1], "caffe"
+    # subtracts the ImageNet BGR means).
+    "mobilenetv2": _backbone("MobileNetV2", "tf", TrainConfig(
         arch="mobilenetv2", epochs=30, batch_size=128, optimizer="adamw", lr=1e-3,
         schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1, input_size=40,
-        augment=_BACKBONE_AUGMENT),
-    "resnet50": TrainConfig(
+        augment=_BACKBONE_AUGMENT)),
+    "resnet50": _backbone("ResNet50", "caffe", TrainConfig(
         arch="resnet50", epochs=15, batch_size=128, optimizer="adamw", lr=1e-3,
         schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1, input_size=32,
-        augment=_BACKBONE_AUGMENT),
-    "vgg16": TrainConfig(
+        augment=_BACKBONE_AUGMENT)),
+    "vgg16": _backbone("VGG16", "caffe", TrainConfig(
         arch="vgg16", epochs=10, batch_size=128, optimizer="sgd", lr=2e-2,
         schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1, input_size=32,
-        augment=_BACKBONE_AUGMENT),
+        augment=_BACKBONE_AUGMENT)),
 }
 
-_BACKBONES = ("mobilenetv2", "resnet50", "vgg16")
+#: The default recipe of every architecture (reached the bars in benchmarks/results/).
+RECIPES: dict[str, TrainConfig] = {name: a.recipe for name, a in ARCHITECTURES.items()}
+
+
+#: Every field a training option can set: the run's and its augmentation's.
+TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig)) + tuple(
+    f.name for f in dataclasses.fields(AugmentConfig))
 
 
 def recipe(arch: str, **overrides: Any) -> TrainConfig:
@@ -273,7 +309,7 @@ def builder_kwargs(config: TrainConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if config.dropout is not None:
         kwargs["dropout"] = config.dropout
-    if config.arch in _BACKBONES:
+    if ARCHITECTURES[config.arch].backbone:
         if config.l2:
             raise ValueError(f"--l2 is not supported for {config.arch}; use --weight-decay")
         if config.input_size is not None:

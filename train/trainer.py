@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -302,13 +301,13 @@ def write_explanations(model: keras.Model, splits: Splits, run_dir: Path, *,
 
 
 def environment() -> dict[str, Any]:
-    """Machine and library versions recorded with every run."""
-    import os
+    """Library versions and the machine (:func:`fmnist_edge.provenance.machine`) recorded
+    with every run."""
+    from fmnist_edge.provenance import machine
 
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "tf_keras": keras.__version__, "numpy": np.__version__,
-            "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
+    return {"tensorflow": tf.__version__, "tf_keras": keras.__version__,
+            "numpy": np.__version__,
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")], **machine()}
 
 
 def prepare(config: TrainConfig) -> tuple[tf.distribute.Strategy, str]:

@@ -47,7 +47,9 @@ class KerasRuntime:
 
 
 def _card_for(path: Path) -> ModelCard:
-    metrics = path.with_name("metrics.json")
+    from fmnist_edge.runs import Run
+
+    metrics = Run(path.parent).metrics
     accuracy = None
     if metrics.is_file():
         try:
