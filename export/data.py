@@ -17,17 +17,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ExportData:
-    """Everything the export's stages read: ``uint8[N, 28, 28]`` images and ``uint8[N]``
-    labels of the fine-tuning, validation and test splits, the ``uint8[M, 28, 28]``
-    representative dataset, and the run's augmentation and label smoothing."""
+class ExportData(data.Splits):
+    """Everything the export's stages read: the splits (``x_train``: the fine-tuning
+    images), the ``uint8[M, 28, 28]`` representative dataset, and the run's augmentation and
+    label smoothing."""
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
     calibration: np.ndarray
     augment: AugmentConfig
     label_smoothing: float

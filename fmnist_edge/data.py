@@ -372,3 +372,15 @@ def train_val_indices(labels: np.ndarray, *, val_size: int, seed: int, train_lim
                                    seed=seed if limit_seed is None else limit_seed)
         train_idx = train_idx[keep]
     return train_idx, val_idx
+
+
+@dataclass(frozen=True)
+class Splits:
+    """``uint8[N, 28, 28]`` images and ``uint8[N]`` labels of the three splits."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray

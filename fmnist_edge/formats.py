@@ -41,19 +41,24 @@ class Format:
         return f"model_{self.precision}{self.suffix}"
 
 
+_FAMILIES = {"tflite": (".tflite", "litert"), "onnx": (".onnx", "onnxruntime")}
+
+
+def _format(family: str, precision: str, quantized: bool, float_reference: bool,
+            description: str) -> Format:
+    suffix, runtime = _FAMILIES[family]
+    return Format(f"{family}-{precision}", family, precision, suffix, runtime, quantized,
+                  float_reference, description)
+
+
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("tflite-fp32", "tflite", "fp32", ".tflite", "litert", False, True,
-           "TFLite float32"),
-    Format("tflite-fp16", "tflite", "fp16", ".tflite", "litert", False, False,
-           "TFLite float16 weights, float32 compute"),
-    Format("tflite-dynamic", "tflite", "dynamic", ".tflite", "litert", False, False,
-           "TFLite dynamic-range: int8 weights, float activations"),
-    Format("tflite-int8", "tflite", "int8", ".tflite", "litert", True, False,
-           "TFLite full-integer int8 (pruned + QAT), int8 I/O"),
-    Format("onnx-fp32", "onnx", "fp32", ".onnx", "onnxruntime", False, True,
-           "ONNX float32 (tf2onnx)"),
-    Format("onnx-int8", "onnx", "int8", ".onnx", "onnxruntime", True, False,
-           "ONNX int8 QDQ (pruned + QAT)"),
+    _format("tflite", "fp32", False, True, "TFLite float32"),
+    _format("tflite", "fp16", False, False, "TFLite float16 weights, float32 compute"),
+    _format("tflite", "dynamic", False, False,
+            "TFLite dynamic-range: int8 weights, float activations"),
+    _format("tflite", "int8", True, False, "TFLite full-integer int8 (pruned + QAT), int8 I/O"),
+    _format("onnx", "fp32", False, True, "ONNX float32 (tf2onnx)"),
+    _format("onnx", "int8", True, False, "ONNX int8 QDQ (pruned + QAT)"),
 )}
 
 #: What ``--int8`` produces: the int8 artifacts and their float references.

@@ -23,33 +23,21 @@ BACKUP_DIR = "backup"
 EXPORT_DIR = "export"
 
 
+def _file(name: str, doc: str) -> property:
+    """A layout attribute: ``root / name``."""
+    return property(lambda self: self.root / name, doc=f"``{name}``: {doc}")
+
+
 @dataclass(frozen=True)
 class ExportFolder:
     """The files of an export folder (``<run>/export/`` unless ``--out`` chose another)."""
 
     root: Path
-
-    @property
-    def manifest(self) -> Path:
-        """``manifest.json``: artifacts, sha256, sizes, config, versions, provenance."""
-        return self.root / "manifest.json"
-
-    @property
-    def parity_json(self) -> Path:
-        return self.root / "parity.json"
-
-    @property
-    def parity_md(self) -> Path:
-        return self.root / "parity.md"
-
-    @property
-    def parity_png(self) -> Path:
-        return self.root / "parity.png"
-
-    @property
-    def config(self) -> Path:
-        """``export_config.json``: the resolved ``ExportConfig``."""
-        return self.root / "export_config.json"
+    manifest = _file("manifest.json", "artifacts, sha256, sizes, config, versions, provenance")
+    parity_json = _file("parity.json", "the parity record of every artifact and the gate")
+    parity_md = _file("parity.md", "the parity table")
+    parity_png = _file("parity.png", "accuracy against latency")
+    config = _file("export_config.json", "the resolved ExportConfig")
 
     def artifact(self, fmt: str) -> Path:
         """The artifact of format ``fmt`` (a name of ``fmnist_edge.formats.FORMATS``)."""
@@ -64,32 +52,14 @@ class Run:
     (``stage1_``)."""
 
     root: Path
+    model = _file(MODEL_FILE, "the best validation checkpoint")
+    config = _file(CONFIG_FILE, "the resolved TrainConfig")
+    metrics = _file(METRICS_FILE, "test metrics, environment and provenance")
+    state = _file(STATE_FILE, "running, interrupted or finished, with the segments")
+    backup = _file(BACKUP_DIR, "Keras BackupAndRestore state for --resume")
 
     def file(self, name: str, prefix: str = "") -> Path:
         return self.root / f"{prefix}{name}"
-
-    @property
-    def model(self) -> Path:
-        """``model.keras``: the best validation checkpoint."""
-        return self.root / MODEL_FILE
-
-    @property
-    def config(self) -> Path:
-        """``config.json``: the resolved ``TrainConfig``."""
-        return self.root / CONFIG_FILE
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / METRICS_FILE
-
-    @property
-    def state(self) -> Path:
-        return self.root / STATE_FILE
-
-    @property
-    def backup(self) -> Path:
-        """Keras ``BackupAndRestore`` state for ``--resume``."""
-        return self.root / BACKUP_DIR
 
     @property
     def export(self) -> ExportFolder:

@@ -76,7 +76,7 @@ def train_class_split(config: TrainConfig, *, data_dir=None, runs_dir=runs.DEFAU
     run_dir = Path(run_dir) if run_dir else runs.new_run_dir(f"{config.arch}-split", runs_dir)
     strategy, policy = prepare(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
+    atomic.write_json(runs.Run(run_dir).config, config.to_dict())
     write_state(run_dir, "training")
     dropout = config.dropout if config.dropout is not None else 0.2
     metrics: dict = {"arch": config.arch, "recipe": "class-split", "stages": []}
@@ -108,8 +108,8 @@ def train_class_split(config: TrainConfig, *, data_dir=None, runs_dir=runs.DEFAU
                     "parameters": int(previous.count_params()),
                     "precision_policy": policy,
                     "train_time_s": time.perf_counter() - start})
-    atomic.write_json(run_dir / runs.METRICS_FILE, metrics)
+    atomic.write_json(runs.Run(run_dir).metrics, metrics)
     wall = time.perf_counter() - start
-    shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
+    shutil.rmtree(runs.Run(run_dir).backup, ignore_errors=True)
     write_state(run_dir, "finished", wall_time_s=wall)
     return TrainResult(run_dir, metrics, wall)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from fmnist_edge import atomic, data, runs
+from fmnist_edge.data import Splits
 from fmnist_edge.metrics import classification_report
 from fmnist_edge.provenance import provenance
 from fmnist_edge.train import architectures, plots
@@ -48,18 +49,6 @@ class TrainResult:
     run_dir: Path
     metrics: dict[str, Any]
     wall_time_s: float
-
-
-@dataclass(frozen=True)
-class Splits:
-    """``uint8[N, 28, 28]`` images and ``uint8[N]`` labels of the three splits."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
 
 
 def load_splits(config: TrainConfig, data_dir: str | Path | None = None) -> Splits:
@@ -107,7 +96,7 @@ def _precision_policy(config: TrainConfig) -> str:
 def write_state(run_dir: Path, status: str, **extra: Any) -> None:
     """Write ``state.json`` (``status`` and ``extra``), keeping the run's per-segment
     provenance records (``segments``) unless ``extra`` replaces them."""
-    path = run_dir / runs.STATE_FILE
+    path = runs.Run(run_dir).state
     if "segments" not in extra and path.is_file():
         extra["segments"] = runs.read_json(path, {}).get("segments", [])
     atomic.write_json(path, {"status": status, **extra})
@@ -234,7 +223,7 @@ def fit(model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path, 
     callbacks = [
         BestCheckpoint(model_path, monitor, best),
         HistoryWriter(history_json, run_dir / f"{prefix}{runs.HISTORY_CSV}", previous),
-        keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR / (prefix or "main"))),
+        keras.callbacks.BackupAndRestore(str(runs.Run(run_dir).backup / (prefix or "main"))),
     ]
     if config.early_stopping:
         callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=config.early_stopping,
@@ -358,16 +347,16 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     earlier = runs.read_json(history_path, [])
     # Provenance is taken when a segment starts (the code that runs is the code loaded then);
     # a resumed run keeps its earlier segments' records.
-    state_path = run_dir / runs.STATE_FILE
+    state_path = runs.Run(run_dir).state
     segments = (runs.read_json(state_path, {}).get("segments", [])
                 if earlier and state_path.is_file() else [])
     segments.append(provenance())
-    atomic.write_json(run_dir / runs.CONFIG_FILE, config.to_dict())
+    atomic.write_json(runs.Run(run_dir).config, config.to_dict())
     write_state(run_dir, "training", segments=segments)
     with strategy.scope():
         model = architectures.build(config.arch, **kwargs)
         fit(model, config, splits, run_dir, verbose=verbose, reload=False)
-    best = keras.models.load_model(run_dir / runs.MODEL_FILE, compile=False)
+    best = keras.models.load_model(runs.Run(run_dir).model, compile=False)
     # A resumed run also counts the epochs its earlier segments completed.
     train_time = time.perf_counter() - start + sum(h["epoch_time_s"] for h in earlier)
     history = runs.read_json(history_path, [])
@@ -387,7 +376,7 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
         "segments": segments,
     })
     wall = time.perf_counter() - start
-    shutil.rmtree(run_dir / runs.BACKUP_DIR, ignore_errors=True)
+    shutil.rmtree(runs.Run(run_dir).backup, ignore_errors=True)
     write_state(run_dir, "finished", wall_time_s=wall)
     return TrainResult(run_dir, metrics, wall)
 
@@ -421,7 +410,7 @@ def resume(run_dir: str | Path, *, data_dir: str | Path | None = None,
         fmnist_edge.runs.RunError: not a run folder (no config.json).
     """
     run_dir = Path(run_dir)
-    config_path = run_dir / runs.CONFIG_FILE
+    config_path = runs.Run(run_dir).config
     if not config_path.is_file():
         raise runs.RunError(f"{run_dir} is not a run folder (no {runs.CONFIG_FILE})")
     config = TrainConfig.read(config_path)
