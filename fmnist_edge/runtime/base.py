@@ -10,7 +10,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, ModelCard, softmax
+from fmnist_edge.contract import IMAGE_SIZE, NUM_CLASSES, ModelCard
 
 
 class ModelFileError(ValueError):
@@ -66,11 +66,6 @@ def batched(images: np.ndarray, max_batch: int, run: Callable[[np.ndarray], np.n
         raise ModelFileError(f"{source}: produced NaN or infinite logits for {bad} of "
                              f"{len(out)} images; the model is broken (re-export it)")
     return out
-
-
-def probabilities(runtime: Runtime, images: np.ndarray) -> np.ndarray:
-    """``uint8[N, 28, 28]`` -> ``float32[N, 10]`` class probabilities (softmax of logits)."""
-    return softmax(runtime.logits(images))
 
 
 #: suffix -> (module, class); each backend imports its library lazily.
