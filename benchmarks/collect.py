@@ -227,9 +227,29 @@ def _photos_table() -> str:
     return "\n".join(rows)
 
 
+def _export_options_table() -> str:
+    """One row per ``ExportConfig`` field: the export option, its default (read from
+    ``ExportConfig()``) and its help text, as ``fmnist-edge export --help`` shows them."""
+    import typer.main
+
+    from fmnist_edge import cli
+    from fmnist_edge.export.config import FIELDS, ExportConfig
+
+    params = {p.name: p for p in typer.main.get_command(cli.app).commands["export"].params}
+    rows = ["| option | default | what it sets |", "|---|---|---|"]
+    for name in FIELDS:
+        value = getattr(ExportConfig(), name)
+        shown = ",".join(value) if isinstance(value, tuple) else value
+        flags = " / ".join(f"`{flag}`" for flag in params[name].opts + params[name].secondary_opts)
+        text = re.sub(r" \(default: [^)]*\)$", "", params[name].help or "")
+        rows.append(f"| {flags} | `{shown}` | {text} |")
+    return "\n".join(rows)
+
+
 #: README block name -> renderer; each block sits between <!-- results:NAME --> markers.
 TABLES = {"train": _train_table, "export": _export_table, "zoo": _zoo_table,
-          "device": _device_table, "photos": _photos_table}
+          "device": _device_table, "photos": _photos_table,
+          "export-options": _export_options_table}
 
 
 def update_readme(readme: Path = ROOT / "README.md") -> None:

@@ -163,10 +163,8 @@ def freeze_batchnorm(model: keras.Model) -> keras.Model:
     False``, which in Keras 2 also freezes gamma and beta and makes the layer normalise with
     its moving statistics, never the batch's (Keras guide "Transfer learning & fine-tuning",
     "BatchNormalization layer"). Fine-tuning then changes kernels and biases only, never the
-    normalisation statistics the float model was trained with. On MobileNetV2 (validation)
-    this kept 99.52 % of the float model's predictions after 50 % pruning, against 99.18 % with
-    BatchNorm training, and 99.26 % after int8, against 98.96 %
-    (benchmarks/results/experiments/prune_agreement_mobilenetv2_freeze_bn.json).
+    normalisation statistics the float model was trained with
+    (benchmarks/results/experiments/README.md).
 
     Changes ``model`` in place (clones made from it keep the flag) and returns it.
     """

@@ -21,7 +21,8 @@ INT8_IO = ("int8", "uint8")
 
 @dataclass(frozen=True)
 class ExportConfig:
-    """Everything that determines an export.
+    """Everything that determines an export. Why each default is what it is, measured on
+    the validation split: ``benchmarks/results/experiments/README.md``.
 
     Attributes:
         formats: artifact formats to produce (names of ``fmnist_edge.formats.FORMATS``).
@@ -30,31 +31,19 @@ class ExportConfig:
             2017, arXiv:1710.01878, as in tfmot's pruning guide).
         keep_ends_dense: leave the first and the last Conv2D/Dense layer dense and prune the
             others a little more, so the kernels together still reach ``sparsity`` (Gale et
-            al. 2019, arXiv:1902.09574). On the CNN it raised validation agreement with the
-            float model from 98.28 % to 98.84 % (benchmarks/results/experiments/).
+            al. 2019, arXiv:1902.09574).
         sparsity_allocation: how the pruned layers share the sparsity: ``uniform`` (the
             same for each) or ``erk`` (Erdős–Rényi-Kernel, Evci et al. 2020,
             arXiv:1911.11134: large layers pruned more); see ``compress.layer_sparsities``.
-            On the CNN, ERK kept 99.36 % validation agreement of the pruned float model with
-            the float model, uniform 98.84 % (benchmarks/results/experiments/).
         fold_batchnorm: before pruning, fold each BatchNorm that follows a Conv2D/Dense into
             its kernel and bias (``compress.fold_batchnorm``), so magnitude pruning ranks the
             weights the deployed model multiplies with rather than raw kernels whose channel
-            scale the BatchNorm undoes. On MobileNetV2 it raised the validation agreement of
-            the pruned float model with the float model from 98.42 % to 98.84 %
-            (benchmarks/results/experiments/prune_agreement_mobilenetv2_fold_bn.json).
+            scale the BatchNorm undoes.
         freeze_batchnorm: set every BatchNorm non-trainable, i.e. in inference mode, before
-            pruning and QAT fine-tune the model (``compress.freeze_batchnorm``). On
-            MobileNetV2 (validation, folded, lr 1e-4) the pruned float model kept 99.52 %
-            agreement instead of 99.18 %, its post-training int8 TFLite 99.26 % instead of
-            98.96 %
-            (benchmarks/results/experiments/prune_agreement_mobilenetv2_freeze_bn.json).
+            pruning and QAT fine-tune the model (``compress.freeze_batchnorm``).
         qat_epochs: quantization-aware fine-tuning epochs (0 skips QAT: post-training only).
-        lr: fine-tuning learning rate (cosine-decayed). Fine-tuning moves the model's
-            predictions even without pruning: on MobileNetV2 (validation), 4 epochs at 3e-4
-            with 1 % sparsity kept only 98.76 % agreement with the float model; at 1e-4 the
-            50 %-pruned model keeps 99.18 % (3e-4: 98.84 %;
-            benchmarks/results/experiments/prune_agreement_mobilenetv2_drift.json).
+        lr: fine-tuning learning rate (cosine-decayed); fine-tuning moves the model's
+            predictions even without pruning.
         optimizer: fine-tuning optimizer, ``adam`` or ``sgd`` (Nesterov momentum 0.9); see
             ``compress.fine_tune``.
         distill: fine-tune towards the float model's probabilities (knowledge distillation,
@@ -73,18 +62,12 @@ class ExportConfig:
             most 3x its per-channel error, per-channel for the rest and for every depthwise
             convolution; see ``export.granularity``) or ``tensor`` (per-tensor for every
             convolution / fully connected layer, depthwise per-channel). ``auto`` and
-            ``tensor`` need int8 I/O. On MobileNetV2, ``auto`` made the int8 TFLite 28.6 % of
-            fp32 instead of 30.5 % at the same validation agreement
-            (benchmarks/results/experiments/weight_granularity_mobilenetv2.json).
+            ``tensor`` need int8 I/O.
         calibration_method: how ai-edge-quantizer accumulates activation ranges over the
             representative dataset when ``weight_granularity`` is not ``channel``: ``minmax``
             (global min and max, as the TFLite converter and onnxruntime calibrate) or
             ``moving_average`` (its default moving average of per-image ranges); see
-            ``export.granularity.CALIBRATION_METHODS``. On MobileNetV2 (validation) the two
-            are within 2 of 5,000 images of each other, pruned or not; ``minmax`` is the
-            default because it matches the other int8 artifacts and keeps the input scale at
-            exactly 1 (benchmarks/results/experiments/
-            prune_agreement_mobilenetv2_calibration.json).
+            ``export.granularity.CALIBRATION_METHODS``.
         max_accuracy_drop: gate: the largest test top-1 loss of an int8 artifact against the
             float Keras model, in percentage points.
         max_class_drop: gate: the largest loss of any one class's top-1 (recall, 1,000 test

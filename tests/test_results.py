@@ -37,3 +37,21 @@ def test_every_result_names_its_command_and_commit():
         command = doc.get("command") or prov.get("command")
         commit = doc.get("commit") or prov.get("commit")
         assert command and commit, f"{path.name} lacks its command or commit"
+
+
+def test_experiments_readme_quotes_only_recorded_numbers():
+    """Every file the experiments README names exists, and every percentage it quotes is
+    recorded (to its shown precision) in that file or another result in its folder."""
+    import re
+
+    folder = ROOT / "benchmarks" / "results" / "experiments"
+    text = (folder / "README.md").read_text()
+    recorded = [float(v) for f in folder.rglob("*.json")
+                for v in re.findall(r"-?\d+\.\d+(?:e-?\d+)?", f.read_text())]
+    for line in text.splitlines():
+        for name in re.findall(r"`([\w.]+\.json)`", line):
+            assert (folder / name).is_file(), f"experiments/README.md names missing {name}"
+        for quoted in re.findall(r"(\d+\.(\d+)) %", line):
+            value, tolerance = float(quoted[0]), 0.5 * 10 ** -len(quoted[1]) + 1e-9
+            assert any(abs(v * 100 - value) <= tolerance for v in recorded), (
+                f"{quoted[0]} % in experiments/README.md is in no result file")
