@@ -178,6 +178,7 @@ def test_page_in_a_headless_browser(server, photo_bytes, tmp_path):
     driver = webdriver.Chrome(options=options, service=service)
     try:
         driver.get(server)
+        assert not driver.find_element(By.ID, "result").is_displayed()  # no answer yet
         driver.find_element(By.ID, "file").send_keys(str(photo))
         WebDriverWait(driver, 30).until(ec.visibility_of_element_located((By.ID, "result")))
         assert driver.find_element(By.ID, "label").text == expected
