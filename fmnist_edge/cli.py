@@ -71,10 +71,13 @@ def _h(text: str, field: str) -> str:
     return f"{text} (default: " + ", ".join(f"{a} {v}" for a, v in values.items()) + ")"
 
 
+_EXPORT_DEFAULTS = ExportConfig()  # read once at import, for the help texts
+
+
 def _xh(text: str, field: str) -> str:
     """Help text of an export option with its default, read from ``ExportConfig()`` (the
     CLI passes ``None`` and :meth:`ExportConfig.resolve` applies the default)."""
-    value = getattr(ExportConfig(), field)
+    value = getattr(_EXPORT_DEFAULTS, field)
     shown = ",".join(value) if isinstance(value, tuple) else value
     return f"{text} (default: {shown})"
 
