@@ -116,11 +116,27 @@ class _CalibrationReader:
         return next(self._batches, None)
 
 
-def onnx_int8_static(float_proto, calibration: np.ndarray, work_dir):
+#: Largest magnitude of an int8 ONNX weight: 7 bits (onnxruntime's ``reduce_range``).
+#: onnxruntime's x86 int8 kernels without VNNI (AVX2, AVX-512 without VNNI) multiply uint8
+#: activations by int8 weights with VPMADDUBSW, which adds each pair of products in int16 and
+#: saturates: 2 x 255 x 127 = 64,770 does not fit, 2 x 255 x 64 = 32,640 does (onnxruntime
+#: docs, "Quantize ONNX models", sections "Reduce range" and "When and why do I need to try
+#: U8U8?"). Measured on an AVX2 EPYC, the cnn's per-channel 8-bit weights lose 1.1 points of
+#: top-1 there and nothing on a VNNI CPU, so the export's own parity gate could not see it;
+#: 7-bit weights keep the float model's accuracy on both
+#: (benchmarks/results/experiments/onnx_int8_saturation_avx2.json).
+ONNX_WEIGHT_MAX = 64
+
+
+def onnx_int8_static(float_proto, calibration: np.ndarray, work_dir, *,
+                     reduce_range: bool = True):
     """Static QDQ int8 quantization with onnxruntime.quantization.quantize_static.
 
-    Per-channel int8 weights, int8 activations, MinMax calibration on ``calibration``
-    (onnxruntime docs, "Quantize ONNX models", QDQ format recommended for CPU).
+    Per-channel int8 weights in 7 bits (``reduce_range``, see :data:`ONNX_WEIGHT_MAX`: exact
+    on every x86 CPU, not only those with VNNI), int8 activations, MinMax calibration on
+    ``calibration`` (``uint8[M, 28, 28]``; onnxruntime docs, "Quantize ONNX models", QDQ
+    format recommended for CPU). ``reduce_range=False`` gives 8-bit weights (for the
+    comparison in benchmarks/onnx_saturation.py).
 
     Returns:
         ``onnx.ModelProto`` of the quantized model.
@@ -137,9 +153,26 @@ def onnx_int8_static(float_proto, calibration: np.ndarray, work_dir):
     quantize_static(str(pre), str(dst),
                     _CalibrationReader(float_proto.graph.input[0].name, calibration),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, per_channel=True,
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
                     calibrate_method=CalibrationMethod.MinMax)
     return onnx.load(dst)
+
+
+def int8_weight_range(proto) -> int:
+    """Largest ``|q|`` of the int8 weights (initializers feeding ``DequantizeLinear``) of a
+    QDQ ``onnx.ModelProto``; 0 when it has none. At most :data:`ONNX_WEIGHT_MAX` for a model
+    that runs exactly on every x86 CPU."""
+    from onnx import numpy_helper
+
+    initializers = {init.name: init for init in proto.graph.initializer}
+    largest = 0
+    for node in proto.graph.node:
+        init = initializers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if init is not None:
+            q = numpy_helper.to_array(init)
+            if q.dtype == np.int8 and q.size:
+                largest = max(largest, int(np.abs(q.astype(np.int16)).max()))
+    return largest
 
 
 def strip_qdq(proto):

@@ -125,7 +125,8 @@ def _peak_rss_mb() -> float:
 def machine() -> dict:
     """:func:`fmnist_edge.provenance.machine` and the versions of the inference libraries."""
     versions = package_versions(("fmnist-edge", "onnxruntime", "ai-edge-litert",
-                                 "tflite-runtime", "numpy", "Pillow", "opencv-python-headless"))
+                                 "tflite-runtime", "numpy", "Pillow", "opencv-python-headless",
+                                 "openvino"))
     return {**provenance_machine(), "versions": versions}
 
 

@@ -130,6 +130,18 @@ def test_artifacts_honour_the_contract_without_tensorflow_runtime(exported, test
         assert runtime.card.sha256 is not None
 
 
+def test_onnx_int8_weights_fit_seven_bits_so_no_x86_cpu_saturates(exported):
+    """Without VNNI, onnxruntime adds pairs of uint8 x int8 products in int16 (VPMADDUBSW):
+    only 7-bit weights cannot saturate, so the artifact scores the same on every x86 CPU."""
+    import onnx
+
+    from fmnist_edge.export.convert import ONNX_WEIGHT_MAX, int8_weight_range
+
+    largest = int8_weight_range(onnx.load(exported / "model_int8.onnx"))
+    assert 32 <= largest <= ONNX_WEIGHT_MAX  # 7 bits, and used (not collapsed to a few levels)
+    assert 2 * 255 * largest <= np.iinfo(np.int16).max
+
+
 def test_onnx_card_is_embedded(exported):
     import onnx
 
