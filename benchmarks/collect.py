@@ -187,12 +187,43 @@ def _device_table() -> str:
         rows.append(f"| cold `fmnist-edge predict` ({image}), runtime-only install, p50 of "
                     f"{r['repeats']} | {r['p50_s']:.3f} s (max {r['max_s']:.3f} s){trim} "
                     "| <= 0.5 s |")
-    path = RESULTS / "runtime_overhead.json"
+    path = RESULTS / "peers.json"
     if path.is_file():
+        rows_by_model: dict[str, list[dict]] = {}
         for r in json.loads(path.read_text())["rows"]:
-            rows.append(f"| Runtime vs raw call, batch 1, {Path(r['model']).name} "
-                        f"| {r['runtime_p50_ms']:.3f} vs {r['raw_p50_ms']:.3f} ms: "
-                        f"{r['ratio']:.2f}x | <= 1.2x |")
+            rows_by_model.setdefault(r["model"], []).append(r)
+        for model, peers in rows_by_model.items():
+            if not model.startswith("fmnist_edge/models/"):
+                continue
+            mine = next(r for r in peers if r["peer"] == "fmnist-edge")
+            best = min((r for r in peers if r["peer"] != "fmnist-edge"),
+                       key=lambda r: r["p50_us"])
+            rows.append(f"| fmnist-edge vs the fastest other runtime, batch 1, 1 thread, "
+                        f"{Path(model).name} | {mine['p50_us']:.0f} vs {best['p50_us']:.0f} us "
+                        f"({best['peer']}): {mine['p50_us'] / best['p50_us']:.2f}x | <= 1.1x |")
+    return "\n".join(rows)
+
+
+def _peers_table() -> str:
+    """benchmarks/peers.py: every runtime on the same files, and the compute bound."""
+    path = RESULTS / "peers.json"
+    if not path.is_file():
+        return "(no result yet: run benchmarks/peers.py)"
+    doc = json.loads(path.read_text())
+    peak = doc.get("peak_gmacs") or {}
+    rows = ["| model file | runtime | p50 us | p99 us | x fastest | x compute bound |",
+            "|---|---|---|---|---|---|"]
+    for r in doc["rows"]:
+        bound = f"{r['x_bound']:.2f}" if "x_bound" in r else ""
+        rows.append(f"| {r['model']} | {r['peer']} | {r['p50_us']:.0f} | {r['p99_us']:.0f} "
+                    f"| {r['ratio']:.2f} | {bound} |")
+    machine = doc["provenance"]["machine"]
+    rows.append("")
+    rows.append(f"{machine['cpu']}, {machine['cores']} cores, load average "
+                f"{doc['load_average_before']} before the run; peak per core "
+                + (f"int8 {peak['int8']:.0f} GMAC/s, fp32 {peak['fp32']:.0f} GMAC/s "
+                   "(`benchmarks/peak.py`, `peak.json`)" if peak else "not measured")
+                + f"; {doc['rounds']} interleaved rounds of {doc['calls']} calls per runtime.")
     return "\n".join(rows)
 
 
@@ -248,7 +279,7 @@ def _export_options_table() -> str:
 
 #: README block name -> renderer; each block sits between <!-- results:NAME --> markers.
 TABLES = {"train": _train_table, "export": _export_table, "zoo": _zoo_table,
-          "device": _device_table, "photos": _photos_table,
+          "device": _device_table, "peers": _peers_table, "photos": _photos_table,
           "export-options": _export_options_table}
 
 

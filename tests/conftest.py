@@ -48,6 +48,26 @@ def train_split(data_dir):
     return data.load_split("train", data_dir)
 
 
+def load_script(name: str):
+    """A script of ``benchmarks/`` imported as a module (its folder on ``sys.path``, as when
+    it runs)."""
+    import sys
+
+    path = ROOT / "benchmarks" / f"{name}.py"
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def bench_script():
+    """``bench_script("peers")``: a benchmark script as a module (:func:`load_script`)."""
+    return load_script
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)

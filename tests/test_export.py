@@ -264,21 +264,9 @@ def test_corrupt_model_is_a_clear_error_and_writes_nothing(small_run, tmp_path, 
     assert sorted(p.name for p in bad.iterdir()) == ["config.json", "model.keras"]
 
 
-def _script(name):
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_zoo_measures_an_exported_run(small_run, exported, data_dir, tmp_path, monkeypatch):
-    collect, zoo = _script("collect"), _script("zoo")
+def test_zoo_measures_an_exported_run(small_run, exported, data_dir, tmp_path, monkeypatch,
+                                      bench_script):
+    collect, zoo = bench_script("collect"), bench_script("zoo")
     monkeypatch.setattr(collect, "RESULTS", tmp_path)
     monkeypatch.setattr(zoo, "collect", collect)
     monkeypatch.setattr(zoo, "ARTIFACTS", tmp_path / "artifacts")
@@ -306,7 +294,7 @@ def test_zoo_measures_an_exported_run(small_run, exported, data_dir, tmp_path, m
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_mac_count_of_a_known_model():
+def test_mac_count_of_a_known_model(bench_script):
     from fmnist_edge.train.keras_shim import keras
 
     inputs = keras.Input((28, 28, 1))
@@ -315,11 +303,11 @@ def test_mac_count_of_a_known_model():
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(10)(x))
     # 28*28 positions * 3*3*1*4 + 14*14 * 3*3*4*1 + 4*10
-    assert _script("zoo").count_macs(model) == 28 * 28 * 36 + 14 * 14 * 36 + 40
+    assert bench_script("zoo").count_macs(model) == 28 * 28 * 36 + 14 * 14 * 36 + 40
 
 
-def test_pareto_front():
-    zoo = _script("zoo")
+def test_pareto_front(bench_script):
+    zoo = bench_script("zoo")
     points = [(1.0, 0.90), (0.5, 0.91), (2.0, 0.95), (3.0, 0.94), (0.1, 0.80)]
     assert zoo.pareto_front(points) == [4, 1, 2]
 

@@ -56,13 +56,18 @@ def batched(images: np.ndarray, max_batch: int, run: Callable[[np.ndarray], np.n
     Raises:
         ModelFileError: the model produced NaN or infinite logits (names ``source``).
     """
-    chunks = [run(images[start:start + max_batch])
-              for start in range(0, len(images), max_batch)]
-    if not chunks:
-        return np.empty((0, NUM_CLASSES), np.float32)
-    out = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-    if not np.isfinite(out).all():
-        bad = int((~np.isfinite(out)).any(axis=1).sum())
+    if 0 < len(images) <= max_batch:  # one chunk: no list, no concatenation (batch 1)
+        out = run(images)
+    else:
+        chunks = [run(images[start:start + max_batch])
+                  for start in range(0, len(images), max_batch)]
+        if not chunks:
+            return np.empty((0, NUM_CLASSES), np.float32)
+        out = np.concatenate(chunks)
+    # One reduction decides the common case: the sum of finite float32 logits is finite
+    # (a sum that overflows means logits near 1e38, a broken model too).
+    if not np.isfinite(out.sum()):
+        bad = int((~np.isfinite(out)).any(axis=1).sum()) or len(out)
         raise ModelFileError(f"{source}: produced NaN or infinite logits for {bad} of "
                              f"{len(out)} images; the model is broken (re-export it)")
     return out

@@ -14,7 +14,7 @@ from fmnist_edge.contract import IMAGE_SIZE, check_images
 from fmnist_edge.quiet import quiet_native_stderr
 from fmnist_edge.runtime.base import ModelFileError, batched, check_io
 from fmnist_edge.runtime.card import CARD_KEY, card_for
-from fmnist_edge.runtime.quant import dequantize_output, quantize_pixels
+from fmnist_edge.runtime.quant import input_quantizer, output_dequantizer
 
 #: Interpreter classes tried in order: (module, attribute).
 INTERPRETERS = (
@@ -91,6 +91,12 @@ class LiteRTRuntime:
         self.input_dtype = np.dtype(self._in["dtype"])
         self.input_scale, self.input_zero_point = self._in["quantization"]
         self.output_scale, self.output_zero_point = self._out["quantization"]
+        self._quantize = input_quantizer(self.input_dtype, self.input_scale,
+                                         self.input_zero_point)
+        self._dequantize = output_dequantizer(self._out["dtype"], self.output_scale,
+                                              self.output_zero_point)
+        self._source = str(self.path)
+        self._in_index, self._out_index = self._in["index"], self._out["index"]
         self.max_batch = max_batch
         self._batch = int(in_shape[0])
         self.card = card_for(self.path, "tflite", lambda: embedded_card(self.path))
@@ -103,13 +109,11 @@ class LiteRTRuntime:
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8[N, 28, 28] -> float32[N, 10] logits (dequantized for integer outputs)."""
-        return batched(check_images(images, source=str(self.path)), self.max_batch,
-                       self._invoke, source=str(self.path))
+        return batched(check_images(images, source=self._source), self.max_batch,
+                       self._invoke, source=self._source)
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         self._resize(len(batch))
-        x = quantize_pixels(batch, self.input_dtype, self.input_scale, self.input_zero_point)
-        self.interpreter.set_tensor(self._in["index"], x)
+        self.interpreter.set_tensor(self._in_index, self._quantize(batch))
         self.interpreter.invoke()
-        raw = self.interpreter.get_tensor(self._out["index"])
-        return dequantize_output(raw, self.output_scale, self.output_zero_point)
+        return self._dequantize(self.interpreter.get_tensor(self._out_index))

@@ -10,7 +10,7 @@ import numpy as np
 from fmnist_edge.contract import check_images
 from fmnist_edge.runtime.base import ModelFileError, batched, check_io
 from fmnist_edge.runtime.card import CARD_KEY, card_for
-from fmnist_edge.runtime.quant import quantize_pixels
+from fmnist_edge.runtime.quant import input_quantizer
 
 _ONNX_TYPES = {"tensor(float)": np.float32, "tensor(int8)": np.int8,
                "tensor(uint8)": np.uint8}
@@ -75,21 +75,19 @@ class OnnxRuntime:
                     "its .json sidecar beside it, or export it with float32 input")
             self.input_scale = float(io["input_scale"])
             self.input_zero_point = int(io["input_zero_point"])
+        self._quantize = input_quantizer(self.input_dtype, self.input_scale,
+                                         self.input_zero_point)
+        self._source, self._in_name, self._outputs = str(self.path), self._in.name, [self._out.name]
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8[N, 28, 28] -> float32[N, 10] logits."""
-        return batched(check_images(images, source=str(self.path)), self.max_batch,
-                       self._run, source=str(self.path))
+        return batched(check_images(images, source=self._source), self.max_batch,
+                       self._run, source=self._source)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         n = len(batch)
         if self.fixed_batch and n < self.fixed_batch:
             pad = np.zeros((self.fixed_batch - n, *batch.shape[1:]), batch.dtype)
             batch = np.concatenate([batch, pad])
-        if self.input_dtype == np.float32:
-            x = batch[..., None].astype(np.float32)
-        else:  # integer-input models (rare in ONNX): the card's scale and zero point
-            x = quantize_pixels(batch, self.input_dtype, self.input_scale,
-                                self.input_zero_point)
-        out = self.session.run([self._out.name], {self._in.name: x})[0]
+        out = self.session.run(self._outputs, {self._in_name: self._quantize(batch)})[0]
         return np.asarray(out, dtype=np.float32)[:n]

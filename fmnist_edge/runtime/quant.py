@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -41,6 +43,36 @@ def quantize_pixels(images: np.ndarray, dtype: np.dtype, scale: float, zero_poin
 
 def dequantize_output(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """Integer model output -> ``float32`` (``(q - zero_point) * scale``); floats pass."""
-    if not np.issubdtype(values.dtype, np.integer):
-        return values.astype(np.float32, copy=False)
-    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    return output_dequantizer(values.dtype, scale, zero_point)(values)
+
+
+def input_quantizer(dtype: np.dtype, scale: float, zero_point: int
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`quantize_pixels` for one model input, its branch chosen once (at load time):
+    ``uint8[N, 28, 28]`` -> ``[N, 28, 28, 1]`` of ``dtype``. At batch 1 the per-call dtype
+    tests cost as much as a small model's inference (benchmarks/results/peers.json)."""
+    dtype = np.dtype(dtype)
+    if scale == 1.0 and dtype == np.uint8 and zero_point == 0:
+        return lambda images: images[..., None]
+    if scale == 1.0 and dtype == np.int8 and zero_point == -128:
+        flip = np.uint8(0x80)
+        return lambda images: np.bitwise_xor(images[..., None], flip).view(np.int8)
+    if dtype == np.float32:
+        return lambda images: images[..., None].astype(np.float32)
+    return lambda images: quantize_pixels(images, dtype, scale, zero_point)
+
+
+def output_dequantizer(dtype: np.dtype, scale: float, zero_point: int
+                       ) -> Callable[[np.ndarray], np.ndarray]:
+    """:func:`dequantize_output` for one model output, its branch chosen once: integer
+    ``[N, 10]`` -> ``float32[N, 10]`` (``(q - zero_point) * scale``); float32 passes."""
+    if np.dtype(dtype).kind not in "iu":
+        return lambda values: values.astype(np.float32, copy=False)
+    zp, sc = np.float32(zero_point), np.float32(scale)
+
+    def dequantize(values: np.ndarray) -> np.ndarray:
+        out = values.astype(np.float32)
+        out -= zp
+        out *= sc
+        return out
+    return dequantize

@@ -1,0 +1,47 @@
+"""benchmarks/peers.py and benchmarks/peak.py on the small fixture models (no TensorFlow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_peers_time_every_runtime_of_each_file_and_name_the_fastest(bench_script, test_split):
+    peers = bench_script("peers")
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("onnxruntime")
+    paths = [FIXTURES / "mlp_int8.tflite", FIXTURES / "mlp_int8.onnx"]
+    result = peers.compare(paths, test_split[0][:8], rounds=2, calls=5, warmup=2,
+                           peak={"int8": 100.0, "fp32": 50.0})
+    rows = result["rows"]
+    ran = {(Path(r["model"]).suffix, r["peer"]) for r in rows}
+    skipped = set(result["skipped"])
+    for suffix, names in peers.PEERS.items():
+        for name in names:
+            assert (suffix, name) in ran or name in skipped
+    assert {(".tflite", "fmnist-edge"), (".tflite", "litert"), (".onnx", "fmnist-edge"),
+            (".onnx", "onnxruntime")} <= ran
+    for path in paths:
+        mine = [r for r in rows if r["model"] == str(path)]
+        assert min(r["ratio"] for r in mine) == 1.0
+        assert all(r["calls"] == 10 and 0 < r["p50_us"] <= r["p99_us"] for r in mine)
+        # the fixture's card names no zoo record: no MAC count, so no compute bound
+        assert all("x_bound" not in r for r in mine)
+
+
+def test_peers_refuse_a_file_that_is_not_a_model(bench_script, tmp_path):
+    with pytest.raises(ValueError, match="notes.txt"):
+        bench_script("peers").compare([tmp_path / "notes.txt"], np.zeros((1, 28, 28), np.uint8))
+
+
+def test_peak_measures_int8_and_fp32_gemm_rates(bench_script):
+    pytest.importorskip("onnxruntime")
+    peak = bench_script("peak")
+    result = peak.measure(rounds=2, calls=1, shape=(16, 64, 64))
+    assert set(result["peak_gmacs"]) == {"int8", "fp32"}
+    assert all(k["gmacs_median"] > 0 for k in result["kernels"].values())
+    assert peak.compute_bound_us(29_128_448, 100.0) == pytest.approx(291.28448)
