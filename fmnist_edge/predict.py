@@ -62,9 +62,10 @@ def _litert_installed() -> bool:
 
 
 def default_model() -> Path:
-    """The model shipped inside the package: the int8 TFLite when a TFLite interpreter is
-    installed (LiteRT: faster per call and half the memory of onnxruntime here, issue 18's
-    measurements), else the int8 ONNX (the ``[onnx]`` extra).
+    """The model shipped inside the package, for the runtime that is installed: the int8
+    TFLite with a TFLite interpreter (LiteRT), the int8 ONNX with onnxruntime. With both,
+    the one that runs faster on this machine, measured once and cached
+    (:func:`fmnist_edge.runtime.choice.fastest`): neither is faster on every CPU.
 
     Raises:
         ImportError: no inference runtime is installed (names the extras).
@@ -72,12 +73,16 @@ def default_model() -> Path:
     """
     onnx_path = MODELS_DIR / "default_int8.onnx"
     tflite_path = MODELS_DIR / "default_int8.tflite"
-    litert = _litert_installed()
-    if tflite_path.is_file() and litert:
-        return tflite_path
-    if onnx_path.is_file() and installed("onnxruntime"):
-        return onnx_path
-    if not litert and not installed("onnxruntime"):
+    usable = [path for path, ok in ((tflite_path, _litert_installed()),
+                                    (onnx_path, installed("onnxruntime")))
+              if ok and path.is_file()]
+    if len(usable) == 2:
+        from fmnist_edge.runtime.choice import fastest
+
+        return fastest(usable)
+    if usable:
+        return usable[0]
+    if not _litert_installed() and not installed("onnxruntime"):
         raise ImportError(NO_RUNTIME)
     raise FileNotFoundError(f"no default model in {MODELS_DIR}; reinstall fmnist-edge or "
                             "pass --model")

@@ -168,3 +168,47 @@ def test_evaluate_any_format_without_tensorflow(test_split, data_dir):
     assert report["top1_accuracy"] == pytest.approx(expected)
     assert np.array(report["confusion_matrix"]).sum() == 10000
     assert {"precision", "recall"} <= set(report["per_class"][0])
+
+
+def test_default_model_is_the_runtime_measured_faster_here_and_the_choice_is_cached(
+        monkeypatch):
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("onnxruntime")
+    from fmnist_edge import predict
+    from fmnist_edge.runtime import choice
+
+    calls = []
+    real = choice.measure(  # both shipped files really run: positive times for each
+        [predict.MODELS_DIR / "default_int8.tflite", predict.MODELS_DIR / "default_int8.onnx"],
+        rounds=1, calls=1)
+    assert set(real) == {"default_int8.tflite", "default_int8.onnx"}
+    assert all(ms > 0 for ms in real.values())
+
+    def measured(paths, **_):
+        calls.append([p.name for p in paths])
+        return {"default_int8.tflite": 2.0, "default_int8.onnx": 1.0}
+
+    monkeypatch.setattr(choice, "measure", measured)
+    assert predict.default_model().name == "default_int8.onnx"
+    assert predict.default_model().name == "default_int8.onnx"
+    assert len(calls) == 1  # the second call read the cache
+    cached = json.loads(choice.cache_path().read_text())
+    assert cached["choice"] == "default_int8.onnx" and cached["key"]["models"]
+    # another CPU (or runtime version, or model file) measures again
+    monkeypatch.setattr(choice, "machine", lambda: {"cpu": "another CPU", "cores": 1})
+    predict.default_model()
+    assert len(calls) == 2
+    # a damaged cache is measured again, never an error
+    choice.cache_path().write_text("{not json")
+    assert predict.default_model().name == "default_int8.onnx" and len(calls) == 3
+
+
+def test_default_model_with_one_runtime_needs_no_measurement(monkeypatch):
+    from fmnist_edge import predict
+    from fmnist_edge.runtime import choice
+
+    monkeypatch.setattr(choice, "measure", lambda *a, **k: pytest.fail("measured"))
+    monkeypatch.setattr(predict, "_litert_installed", lambda: False)
+    monkeypatch.setattr(predict, "installed", lambda module: module == "onnxruntime")
+    assert predict.default_model().name == "default_int8.onnx"
+    assert not choice.cache_path().exists()
