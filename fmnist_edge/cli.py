@@ -131,6 +131,9 @@ def train(
         help=_h("Random shear, degrees (0: off).", "shear_deg"))] = None,
     erasing_prob: Annotated[float | None, typer.Option(
         help=_h("Random-erasing probability (0: off).", "erasing_prob"))] = None,
+    appearance: Annotated[float | None, typer.Option(
+        help=_h("Probability of randomizing an image's tones and texture, not its shape "
+                "(0: off).", "appearance"))] = None,
     input_size: Annotated[int | None, typer.Option(
         help=_h("Resize side for keras.applications backbones.", "input_size"))] = None,
     weights: Annotated[str | None, typer.Option(

@@ -230,3 +230,23 @@ def test_mixed_precision_trains(data_dir, tmp_path):
     config = recipe("mlp", epochs=1, train_limit=1000, val_size=200)
     result = trainer.train(config, data_dir=data_dir, runs_dir=tmp_path, verbose=0)
     assert result.metrics["precision_policy"] == "float32"
+
+
+def test_appearance_randomizes_tones_inside_the_silhouette_only(test_split):
+    from fmnist_edge.train.config import AugmentConfig
+    from fmnist_edge.train.dataset import OBJECT_THRESHOLD, augment_batch
+    from fmnist_edge.train.keras_shim import tf
+
+    images = test_split[0][:256].astype(np.float32)[..., None]
+    tf.random.set_seed(0)
+    off = AugmentConfig(shift_px=0, flip=False)
+    out = augment_batch(tf.constant(images), AugmentConfig(shift_px=0, flip=False,
+                                                           appearance=1.0)).numpy()
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 255
+    assert (out[images <= OBJECT_THRESHOLD] == 0).all()  # the background stays black
+    changed = np.abs(out - images).mean(axis=(1, 2, 3)) > 5
+    assert 0.5 < changed.mean() < 1.0  # most images restyled, some left as they were
+    inverted = ((out > images + 60) & (images > 150)).any(axis=(1, 2, 3)) | (
+        (out < images - 60) & (images > 150)).any(axis=(1, 2, 3))
+    assert inverted.any()
+    assert np.array_equal(augment_batch(tf.constant(images), off).numpy(), images)

@@ -29,6 +29,10 @@ class AugmentConfig:
         shear_deg: max random shear, degrees.
         erasing_prob: probability of random erasing (Zhong et al. 2017, arXiv:1708.04896:
             a rectangle of 2-40 % of the area, aspect 0.3-3.3, filled with uniform noise).
+        appearance: probability that an image's tones and texture are randomized (gamma,
+            gain, stripe/noise texture, inverted tones; its shape is kept:
+            ``fmnist_edge.train.dataset.APPEARANCE_STEPS``), so that the model leans on the
+            silhouette, which survives a real photo's conversion, more than on grey levels.
     """
 
     shift_px: int = 2
@@ -37,11 +41,12 @@ class AugmentConfig:
     zoom: float = 0.0
     shear_deg: float = 0.0
     erasing_prob: float = 0.0
+    appearance: float = 0.0
 
     @property
     def enabled(self) -> bool:
         return bool(self.shift_px or self.flip or self.rotation_deg or self.zoom
-                    or self.shear_deg or self.erasing_prob)
+                    or self.shear_deg or self.erasing_prob or self.appearance)
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,7 @@ class TrainConfig:
             (0 <= a.shear_deg < 60, f"--shear-deg must be in [0, 60), got {a.shear_deg}"),
             (0 <= a.erasing_prob <= 1, f"--erasing-prob must be in [0, 1], got "
                                        f"{a.erasing_prob}"),
+            (0 <= a.appearance <= 1, f"--appearance must be in [0, 1], got {a.appearance}"),
             (self.dropout is None or 0 <= self.dropout < 1,
              f"--dropout must be in [0, 1), got {self.dropout}"),
             (self.input_size is None or 28 <= self.input_size <= 512,

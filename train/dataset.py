@@ -71,6 +71,63 @@ def _random_erasing(batch: tf.Tensor, prob: float, area=(0.02, 0.4), aspect=0.3)
     return tf.where(mask[..., None], noise, batch)
 
 
+#: Appearance randomization: probability of each step for an image that gets it, and ranges.
+APPEARANCE_STEPS = {"gamma": 0.8, "gain": 0.5, "texture": 0.4, "invert": 0.15}
+GAMMA_RANGE = (0.35, 2.5)     # log-uniform exponent on intensities scaled to 0-1
+GAIN_RANGE = (0.7, 2.0)       # intensity gain, clipped at 255 (dark garments saturate)
+TEXTURE_RANGE = (0.1, 0.6)    # depth of a multiplicative stripe or noise pattern
+INVERT_RANGE = (0.5, 1.0)     # brightness of an object whose tones are inverted
+OBJECT_THRESHOLD = 10.0       # pixels above this are the object (background is 0)
+
+
+def _appearance(batch: tf.Tensor, prob: float) -> tf.Tensor:
+    """Randomize the object's tones and texture, not its shape (domain randomization, Tobin
+    et al. 2017, arXiv:1703.06907): a photographed garment's grey levels after the
+    conversion depend on its colour, pattern and light, which Fashion-MNIST's studio shots
+    hardly vary. Each image gets, with probability ``prob``, each step of
+    ``APPEARANCE_STEPS`` independently: a gamma curve, a gain, a stripe or noise texture, and
+    an inversion of its tones; the background (0) stays 0.
+
+    Args:
+        batch: ``float32[B, 28, 28, 1]`` pixels 0-255.
+        prob: probability (0-1) that an image is randomized.
+
+    Returns:
+        ``float32[B, 28, 28, 1]`` pixels 0-255.
+    """
+    b = tf.shape(batch)[0]
+
+    def uniform(low, high):
+        return tf.random.uniform([b, 1, 1, 1], low, high)
+
+    chosen = tf.cast(tf.random.uniform([b, 1, 1, 1]) < prob, tf.float32)
+
+    def step(name):
+        return chosen * tf.cast(tf.random.uniform([b, 1, 1, 1]) < APPEARANCE_STEPS[name],
+                                tf.float32)
+
+    mask = tf.cast(batch > OBJECT_THRESHOLD, tf.float32)
+    v = batch / 255.0
+    gamma = tf.exp(uniform(math.log(GAMMA_RANGE[0]), math.log(GAMMA_RANGE[1])))
+    on = step("gamma")
+    v = on * tf.pow(v + 1e-6, gamma) + (1 - on) * v
+    on = step("gain")
+    v = on * tf.clip_by_value(v * uniform(*GAIN_RANGE), 0.0, 1.0) + (1 - on) * v
+    grid = tf.range(float(IMAGE_SIZE))
+    yy, xx = tf.meshgrid(grid, grid, indexing="ij")
+    angle, frequency = uniform(0.0, math.pi), uniform(0.3, 1.6)
+    stripes = 0.5 + 0.5 * tf.sin(frequency * (tf.cos(angle) * xx[None, :, :, None]
+                                             + tf.sin(angle) * yy[None, :, :, None])
+                                 + uniform(0.0, 2 * math.pi))
+    noise = tf.random.uniform(tf.shape(batch))
+    pattern = tf.where(tf.random.uniform([b, 1, 1, 1]) < 0.5, stripes, noise)
+    depth = step("texture") * uniform(*TEXTURE_RANGE)
+    v = v * (1 - depth * pattern)
+    on = step("invert")
+    v = on * (mask * (1 - v) * uniform(*INVERT_RANGE)) + (1 - on) * v
+    return tf.clip_by_value(v * 255.0 * mask, 0.0, 255.0)
+
+
 def augment_batch(batch: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     """Augment ``float32[B, 28, 28, 1]`` pixels (0-255); returns the same shape and range."""
     geometric = cfg.shift_px or cfg.flip or cfg.rotation_deg or cfg.zoom or cfg.shear_deg
@@ -81,6 +138,8 @@ def augment_batch(batch: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
             interpolation="BILINEAR", fill_mode="CONSTANT")
     if cfg.erasing_prob:
         batch = _random_erasing(batch, cfg.erasing_prob)
+    if cfg.appearance:
+        batch = _appearance(batch, cfg.appearance)
     return batch
 
 
