@@ -97,8 +97,9 @@ def resolve_model(text: str | Path) -> Path:
 
     Accepts ``default`` (the shipped model for the installed runtime, :func:`default_model`),
     ``default-tflite`` / ``default-onnx``, an export folder (its ``manifest.json`` names the
-    artifacts: the int8 one for the installed runtime), a run folder (the artifact of its
-    ``export/`` when it was exported, else its ``model.keras``), or a model file.
+    artifacts: the int8 one for the installed runtime, the faster here when both are), a
+    run folder (the artifact of its ``export/`` when it was exported, else its
+    ``model.keras``), or a model file.
 
     Raises:
         fmnist_edge.runs.RunError: nothing usable at that path.
@@ -120,12 +121,20 @@ def resolve_model(text: str | Path) -> Path:
     manifest = runs.ExportFolder(path).manifest
     if path.is_dir() and manifest.is_file():
         artifacts = runs.read_json(manifest, {}).get("artifacts", {})
-        order = (["tflite-int8", "onnx-int8"] if _litert_installed()
-                 else ["onnx-int8", "tflite-int8"])
-        order += [f for f in artifacts if f not in order]
-        for fmt in order:
-            if fmt in artifacts and (path / artifacts[fmt]["file"]).is_file():
-                return path / artifacts[fmt]["file"]
+        present = {fmt: path / a["file"] for fmt, a in artifacts.items()
+                   if (path / a["file"]).is_file()}
+        int8 = [present[fmt] for fmt, ok in (("tflite-int8", _litert_installed()),
+                                             ("onnx-int8", installed("onnxruntime")))
+                if ok and fmt in present]
+        if len(int8) == 2:  # both runtimes: the faster here, as for the shipped model
+            from fmnist_edge.runtime.choice import fastest
+
+            return fastest(int8)
+        if int8:
+            return int8[0]
+        fallback = sorted(present, key=lambda fmt: not fmt.endswith("-int8"))
+        if fallback:  # the runtime it needs is missing: loading it says which to install
+            return present[fallback[0]]
         raise runs.RunError(f"{path}: its manifest.json names no artifact present in the folder")
     return runs.resolve_model(path)
 
