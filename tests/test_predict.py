@@ -212,3 +212,27 @@ def test_default_model_with_one_runtime_needs_no_measurement(monkeypatch):
     monkeypatch.setattr(predict, "installed", lambda module: module == "onnxruntime")
     assert predict.default_model().name == "default_int8.onnx"
     assert not choice.cache_path().exists()
+
+
+def test_an_export_folder_with_both_int8_files_resolves_to_the_faster_here(tmp_path,
+                                                                             monkeypatch):
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("onnxruntime")
+    import shutil
+
+    from fmnist_edge.predict import resolve_model
+    from fmnist_edge.runtime import choice
+
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copy(FIXTURES / "mlp_int8.tflite", export / "model_int8.tflite")
+    shutil.copy(FIXTURES / "mlp_int8.onnx", export / "model_int8.onnx")
+    (export / "manifest.json").write_text(json.dumps({"artifacts": {
+        "tflite-int8": {"file": "model_int8.tflite"},
+        "onnx-int8": {"file": "model_int8.onnx"}}}))
+    timings = {"model_int8.tflite": 1.0, "model_int8.onnx": 3.0}
+    monkeypatch.setattr(choice, "measure", lambda paths, **_: dict(timings))
+    assert resolve_model(export) == export / "model_int8.tflite"
+    (export / "model_int8.tflite").unlink()  # one left: no measurement needed
+    monkeypatch.setattr(choice, "measure", lambda *a, **k: pytest.fail("measured"))
+    assert resolve_model(export) == export / "model_int8.onnx"
