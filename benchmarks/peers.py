@@ -105,10 +105,9 @@ PEERS: dict[str, dict[str, Peer]] = {
 }
 
 
-def _macs(path: Path) -> int | None:
-    """MACs per image of the model's architecture (its card's ``name``), from the zoo record."""
-    runtime = load(path, num_threads=1)
-    zoo = RESULTS / f"zoo_{runtime.card.name}.json"
+def _macs(name: str) -> int | None:
+    """MACs per image of the architecture ``name`` (a card's ``name``), from its zoo record."""
+    zoo = RESULTS / f"zoo_{name}.json"
     return json.loads(zoo.read_text())["macs_per_image"] if zoo.is_file() else None
 
 
@@ -160,8 +159,9 @@ def compare(paths: list[Path], images: np.ndarray, *, rounds: int = 20, calls: i
     for path in paths:
         mine = [r for r in rows if r["model"] == str(path)]
         fastest = min(r["p50_us"] for r in mine)
-        macs = _macs(path) if peak else None
-        precision = "int8" if load(path, num_threads=1).card.format.endswith("int8") else "fp32"
+        card = load(path, num_threads=1).card
+        macs = _macs(card.name) if peak else None
+        precision = "int8" if card.format.endswith("int8") else "fp32"
         for r in mine:
             r["ratio"] = r["p50_us"] / fastest
             if macs:
