@@ -17,17 +17,16 @@ does not give the float model back.)
 
     python benchmarks/onnx_saturation.py --fp32 benchmarks/artifacts/cnn/model_fp32.onnx \\
         --int8 fmnist_edge/models/default_int8.onnx \\
-        --out benchmarks/results/experiments/onnx_int8_saturation_avx2.json \\
-        [--ship fmnist_edge/models/default_int8.onnx]
+        --out benchmarks/results/experiments/onnx_int8_saturation_avx2.json
 
-With ``--ship``, the 7-bit way (post-training, from the fp32 file) replaces that file, its
-card (embedded and sidecar) updated with its validation scores.
+(Its ``--ship`` option, which re-quantized the shipped file in 7 bits, is now
+``benchmarks/onnx_activations.py --ship``: 7-bit weights and the activation type the export
+chooses.)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -36,7 +35,6 @@ from fmnist_edge.export import convert
 from fmnist_edge.export.config import ExportConfig
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import load
-from fmnist_edge.runtime.card import file_sha256
 
 
 def cpu_flags() -> dict[str, bool]:
@@ -55,7 +53,6 @@ def main() -> None:
     parser.add_argument("--fp32", type=Path, required=True)
     parser.add_argument("--int8", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--ship", type=Path, help="replace this int8 file with the best 7-bit way")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     import onnx
@@ -98,32 +95,11 @@ def main() -> None:
         result = {"fp32": str(args.fp32), "int8": str(args.int8), "fp32_test_top1": fp32_test,
                   "cpu_flags": cpu_flags(), "ways": rows,
                   "calibration_images": len(calibration), "provenance": provenance()}
-        if args.ship:
-            best = "fp32, 7-bit weights"
-            card = json.loads(args.ship.with_name(args.ship.name + ".json").read_text())
-            card["test_accuracy"] = rows[best]["test_top1"]
-            card["extra"]["io"].update(
-                method="ptq", method_errors={},
-                validation_by_method={"ptq": {
-                    "agreement_with_float": rows[best]["val_agreement_with_fp32"],
-                    "top1_accuracy": rows[best]["val_top1"]}})
-            card["extra"]["io"]["weights"] = (
-                "per-channel int8 in 7 bits (reduce_range): exact on x86 CPUs without VNNI")
-            card["extra"]["io"]["requantized_by"] = "benchmarks/onnx_saturation.py"
-            embedded = {k: v for k, v in card.items() if k != "sha256"}
-            blob = convert.set_onnx_card(ways[best], embedded).SerializeToString()
-            atomic.write_bytes(args.ship, blob)
-            card["sha256"] = file_sha256(args.ship)
-            atomic.write_json(args.ship.with_name(args.ship.name + ".json"), card)
-            result["shipped"] = {"way": best, "file": str(args.ship), "sha256": card["sha256"],
-                                 "size_bytes": args.ship.stat().st_size}
     atomic.write_json(args.out, result)
     for name, r in rows.items():
         print(f"{name:22s} |q|max {r['weight_max_abs']:3d}  test {r['test_top1']:.2%}  "
               f"val agreement {r['val_agreement_with_fp32']:.2%}")
     print(f"fp32 test {fp32_test:.2%}; cpu {result['cpu_flags']}")
-    if args.ship:
-        print(f"shipped: {result['shipped']}")
 
 
 if __name__ == "__main__":

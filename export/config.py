@@ -15,6 +15,11 @@ from fmnist_edge.train.config import validate
 ALLOCATIONS = ("uniform", "erk")
 #: Fine-tuning optimizers (``compress.fine_tune``).
 OPTIMIZERS = ("adam", "sgd")
+#: QDQ activation types of int8 ONNX models -> onnxruntime ``QuantType`` names. Which one
+#: onnxruntime fuses into its integer kernels depends on the CPU and the graph, so the export
+#: makes each and keeps the fastest that keeps the float model's predictions
+#: (``export.make.choose``).
+ONNX_ACTIVATION_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
 #: Input/output types of the full-integer TFLite model.
 INT8_IO = ("int8", "uint8")
 
@@ -68,6 +73,17 @@ class ExportConfig:
             (global min and max, as the TFLite converter and onnxruntime calibrate) or
             ``moving_average`` (its default moving average of per-image ranges); see
             ``export.granularity.CALIBRATION_METHODS``.
+        onnx_activations: QDQ activation types of the int8 ONNX model (``int8``,
+            ``uint8``; ``export.convert.ONNX_ACTIVATION_TYPES``). Each is made and timed: which
+            one onnxruntime fuses into integer kernels depends on the CPU and the graph
+            (uint8 was 22 % faster for the mlp and 5 % for the cnn on an AVX2 EPYC:
+            benchmarks/results/experiments/onnx_activation_types.json).
+        agreement_slack: choosing among an artifact's int8 ways, a way whose validation
+            agreement with the float model is at most this much (a fraction) below the most
+            faithful way's is chosen instead when it is at least ``min_speedup`` times faster
+            at batch 1 (``export.make.choose``); 0 chooses by agreement only.
+        min_speedup: the batch-1 speed-up that a way within ``agreement_slack`` needs to be
+            chosen over the most faithful way (a smaller one is within timing noise).
         max_accuracy_drop: gate: the largest test top-1 loss of an int8 artifact against the
             float Keras model, in percentage points.
         max_class_drop: gate: the largest loss of any one class's top-1 (recall, 1,000 test
@@ -97,6 +113,9 @@ class ExportConfig:
     int8_io: str = "int8"
     weight_granularity: str = "auto"
     calibration_method: str = "minmax"
+    onnx_activations: tuple[str, ...] = ("int8", "uint8")
+    agreement_slack: float = 0.001
+    min_speedup: float = 1.05
     max_accuracy_drop: float = 0.5
     max_class_drop: float = 2.0
     float_atol: float = 1e-4
@@ -124,6 +143,13 @@ class ExportConfig:
              "uint8 I/O needs --weight-granularity channel (the TFLite converter)"),
             (self.calibration_method in CALIBRATION_METHODS,
              f"calibration_method must be one of {', '.join(CALIBRATION_METHODS)}"),
+            (bool(self.onnx_activations)
+             and set(self.onnx_activations) <= set(ONNX_ACTIVATION_TYPES),
+             f"--onnx-activations must be one or more of {', '.join(ONNX_ACTIVATION_TYPES)}, "
+             f"got {','.join(self.onnx_activations) or 'none'}"),
+            (0 <= self.agreement_slack < 1, f"--agreement-slack must be in [0, 1), got "
+                                            f"{self.agreement_slack}"),
+            (self.min_speedup >= 1, f"--min-speedup must be >= 1, got {self.min_speedup}"),
             (self.calibration_samples >= 1, "calibration_samples must be >= 1"),
             (self.max_accuracy_drop >= 0, "max_accuracy_drop must be >= 0"),
             (self.max_class_drop >= 0, f"--max-class-drop must be >= 0, got "

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from fmnist_edge.contract import IMAGE_SIZE
+from fmnist_edge.export.config import ONNX_ACTIVATION_TYPES
 from fmnist_edge.runtime.card import CARD_KEY
 from fmnist_edge.train.keras_shim import keras, tf
 
@@ -129,18 +130,25 @@ ONNX_WEIGHT_MAX = 64
 
 
 def onnx_int8_static(float_proto, calibration: np.ndarray, work_dir, *,
-                     reduce_range: bool = True):
+                     reduce_range: bool = True, activation_type: str = "int8"):
     """Static QDQ int8 quantization with onnxruntime.quantization.quantize_static.
 
     Per-channel int8 weights in 7 bits (``reduce_range``, see :data:`ONNX_WEIGHT_MAX`: exact
-    on every x86 CPU, not only those with VNNI), int8 activations, MinMax calibration on
-    ``calibration`` (``uint8[M, 28, 28]``; onnxruntime docs, "Quantize ONNX models", QDQ
-    format recommended for CPU). ``reduce_range=False`` gives 8-bit weights (for the
-    comparison in benchmarks/onnx_saturation.py).
+    on every x86 CPU, not only those with VNNI), ``activation_type`` activations (a key of
+    ``export.config.ONNX_ACTIVATION_TYPES``), MinMax calibration on ``calibration``
+    (``uint8[M, 28, 28]``; onnxruntime docs, "Quantize ONNX models", QDQ format recommended
+    for CPU). ``reduce_range=False`` gives 8-bit weights (for the comparison in
+    benchmarks/onnx_saturation.py).
 
     Returns:
         ``onnx.ModelProto`` of the quantized model.
+
+    Raises:
+        ValueError: an unknown ``activation_type``.
     """
+    if activation_type not in ONNX_ACTIVATION_TYPES:
+        raise ValueError(f"activation_type {activation_type!r}: choose from "
+                         f"{', '.join(ONNX_ACTIVATION_TYPES)}")
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -152,7 +160,8 @@ def onnx_int8_static(float_proto, calibration: np.ndarray, work_dir, *,
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     quantize_static(str(pre), str(dst),
                     _CalibrationReader(float_proto.graph.input[0].name, calibration),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    quant_format=QuantFormat.QDQ,
+                    activation_type=getattr(QuantType, ONNX_ACTIVATION_TYPES[activation_type]),
                     weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
                     calibrate_method=CalibrationMethod.MinMax)
     return onnx.load(dst)

@@ -628,6 +628,15 @@ def export(
         help=_xh(f"Activation ranges of the post-training int8 TFLite (auto/tensor "
                  f"granularity): {', '.join(CALIBRATION_METHODS)}.", "calibration_method"))
     ] = None,
+    onnx_activations: Annotated[str | None, typer.Option(
+        help=_xh("Comma-separated QDQ activation types of the int8 ONNX model to make and "
+                 "time (int8, uint8); the fastest that keeps the float model's predictions "
+                 "is kept.", "onnx_activations"))] = None,
+    agreement_slack: Annotated[float | None, typer.Option(
+        help=_xh("Validation agreement (fraction) an int8 way may give up against the most "
+                 "faithful one to be chosen for speed.", "agreement_slack"))] = None,
+    min_speedup: Annotated[float | None, typer.Option(
+        help=_xh("Batch-1 speed-up such a way needs to be chosen.", "min_speedup"))] = None,
     max_accuracy_drop: Annotated[float | None, typer.Option(
         help=_xh("Gate: largest int8 top-1 loss vs float, percentage points.",
                  "max_accuracy_drop"))] = None,
@@ -668,6 +677,9 @@ def export(
         chosen = (*(parse_formats(formats) if formats else ()), *(INT8_SET if int8 else ()),
                   *(FP16_SET if fp16 else ()))
         options["formats"] = tuple(dict.fromkeys(chosen)) or None
+        if onnx_activations is not None:
+            options["onnx_activations"] = tuple(
+                t.strip() for t in onnx_activations.split(",") if t.strip())
         config = ExportConfig.resolve(**options)
         project_log = logging.getLogger("fmnist_edge")
         project_log.setLevel(logging.INFO)

@@ -64,12 +64,18 @@ def test_artifacts_manifest_and_reports(exported):
         assert plan["per_tensor_layers"] + plan["per_channel_layers"] == 7  # cnn: 6 conv + 1
         assert len(plan["error_ratio"]) == 7
     assert "normalize" in manifest["compression"]["float_layers"]
-    for name in ("tflite-int8", "onnx-int8"):  # made from QAT and post-training, best kept
+    from fmnist_edge.export.config import ExportConfig
+    from fmnist_edge.export.make import pick
+
+    defaults = ExportConfig()
+    ways = {"tflite-int8": {"qat", "ptq"},  # from QAT and post-training; ONNX: x activations
+            "onnx-int8": {f"{m}/{a}" for m in ("qat", "ptq") for a in ("int8", "uint8")}}
+    for name, expected in ways.items():
         art = manifest["artifacts"][name]
         scores = art["validation_by_method"]
-        assert set(scores) == {"qat", "ptq"}, art["method_errors"]
-        assert art["method"] == max(scores, key=lambda m: (
-            scores[m]["agreement_with_float"], scores[m]["top1_accuracy"]))
+        assert set(scores) == expected, art["method_errors"]
+        assert all(s["p50_us"] > 0 for s in scores.values())  # each way timed here
+        assert art["method"] == pick(scores, defaults.agreement_slack, defaults.min_speedup)
     assert manifest["versions"]["tensorflow"].startswith("2.")
     import hashlib
     for art in manifest["artifacts"].values():
@@ -140,6 +146,43 @@ def test_onnx_int8_weights_fit_seven_bits_so_no_x86_cpu_saturates(exported):
     largest = int8_weight_range(onnx.load(exported / "model_int8.onnx"))
     assert 32 <= largest <= ONNX_WEIGHT_MAX  # 7 bits, and used (not collapsed to a few levels)
     assert 2 * 255 * largest <= np.iinfo(np.int16).max
+
+
+def test_onnx_activation_type_is_the_one_asked_for(exported, tmp_path):
+    """The uint8 way really quantizes activations to uint8 (and int8 to int8): every
+    QuantizeLinear's zero point has that type."""
+    import onnx
+    from onnx import numpy_helper
+
+    from fmnist_edge.export.convert import onnx_int8_static
+
+    calibration = np.random.default_rng(0).integers(0, 256, (16, 28, 28), dtype=np.uint8)
+    for activations, dtype in (("uint8", np.uint8), ("int8", np.int8)):
+        work = tmp_path / activations
+        work.mkdir()
+        proto = onnx_int8_static(onnx.load(exported / "model_fp32.onnx"), calibration, work,
+                                 activation_type=activations)
+        inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+        zero_points = [inits[n.input[2]] for n in proto.graph.node
+                       if n.op_type == "QuantizeLinear"]
+        assert zero_points and all(z.dtype == dtype for z in zero_points)
+    with pytest.raises(ValueError, match="activation_type 'int4'"):
+        onnx_int8_static(None, calibration, tmp_path, activation_type="int4")
+
+
+def test_a_faster_way_wins_only_when_nearly_as_faithful_and_clearly_faster():
+    from fmnist_edge.export.make import pick
+
+    def way(agreement, p50):
+        return {"agreement_with_float": agreement, "top1_accuracy": 0.9, "p50_us": p50}
+
+    faithful = way(0.996, 100.0)
+    assert pick({"a": faithful, "b": way(0.9955, 80.0)}, 0.001, 1.05) == "b"
+    assert pick({"a": faithful, "b": way(0.990, 50.0)}, 0.001, 1.05) == "a"  # too unfaithful
+    assert pick({"a": faithful, "b": way(0.996, 98.0)}, 0.001, 1.05) == "a"  # within noise
+    assert pick({"a": faithful, "b": way(0.9955, 80.0)}, 0.0, 1.05) == "a"  # slack 0
+    assert pick({"a": faithful, "b": way(0.9955, 80.0), "c": way(0.9952, 70.0)},
+                0.001, 1.05) == "c"
 
 
 def test_onnx_card_is_embedded(exported):
@@ -250,6 +293,9 @@ def test_bad_export_option_is_a_clear_error(small_run, data_dir):
                                  "--out", str(small_run / "other"), "--data-dir", str(data_dir)])
     assert result.exit_code == 1
     assert "calibration_method must be one of minmax, moving_average" in result.output
+    result = runner.invoke(app, ["export", str(small_run), "--onnx-activations", "int4",
+                                 "--out", str(small_run / "other"), "--data-dir", str(data_dir)])
+    assert result.exit_code == 1 and "--onnx-activations must be one or more of" in result.output
     assert sorted(p.name for p in small_run.rglob("*")) == before
 
 
