@@ -1,6 +1,7 @@
-"""Peak memory of ``fmnist-edge predict`` on very large images, as a fresh process each.
+"""Peak memory of ``fmnist-edge predict`` on very large images and on a folder of 5,000
+images, as a fresh process each.
 
-Images made here: a 9400x9400 PNG (grayscale, palette and RGB; just under Pillow's 89 Mpx
+Inputs made here: a folder of the first 5,000 Fashion-MNIST test images as PNGs, a 9400x9400 PNG (grayscale, palette and RGB; just under Pillow's 89 Mpx
 warning, 30-300 KB on disk) and a 24 Mpx (6000x4000) JPEG phone photo, plus a 400x533 photo
 as the baseline. Peak RSS is the child's ``ru_maxrss``.
 
@@ -32,7 +33,11 @@ def make_images(folder: Path, data_dir: Path | None) -> dict[str, Path]:
     """The test images: name -> path."""
     images, labels = data.load_split("test", data_dir)
     photo = photos.reference_photo(images[0], int(labels[0]))
-    out = {"photo_400x533.jpg": folder / "photo_400x533.jpg"}
+    pngs = folder / "fmnist_5000_png"
+    pngs.mkdir()
+    for i, image in enumerate(images[:5000]):
+        Image.fromarray(image).save(pngs / f"{i:05d}.png")
+    out = {"fmnist_5000_png/": pngs, "photo_400x533.jpg": folder / "photo_400x533.jpg"}
     photo.save(out["photo_400x533.jpg"], quality=90)
     out["photo_24mpx.jpg"] = folder / "photo_24mpx.jpg"
     photo.resize((4000, 6000) if photo.height >= photo.width else (6000, 4000),
@@ -60,13 +65,15 @@ def main() -> None:
             done = subprocess.run([sys.executable, "-c", _MEASURE, args.exe, "predict",
                                    str(path)], capture_output=True, text=True, check=True)
             code, kib, output = done.stdout.split(maxsplit=2)
-            with Image.open(path) as img:
+            files = sorted(path.iterdir()) if path.is_dir() else [path]
+            with Image.open(files[0]) as img:
                 size, mode = img.size, img.mode
-            rows.append({"image": name, "size_px": list(size), "mode": mode,
-                         "file_bytes": path.stat().st_size, "exit_code": int(code),
+            nbytes = sum(f.stat().st_size for f in files)
+            rows.append({"image": name, "images": len(files), "size_px": list(size),
+                         "mode": mode, "file_bytes": nbytes, "exit_code": int(code),
                          "peak_rss_mb": int(kib) / 1024, "output": output})
-            print(f"{name:22} {size[0]}x{size[1]} {mode:4} {path.stat().st_size / 1e3:8.0f} KB "
-                  f"peak {int(kib) / 1024:6.0f} MB  exit {code}")
+            print(f"{name:22} {len(files):5d} x {size[0]}x{size[1]} {mode:4} "
+                  f"{nbytes / 1e3:8.0f} KB peak {int(kib) / 1024:6.0f} MB  exit {code}")
     atomic.write_json(args.out, {"rows": rows, "machine": machine(),
                                  "provenance": provenance()})
 

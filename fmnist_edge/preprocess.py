@@ -121,7 +121,8 @@ def open_image(path: str | Path | BinaryIO, *, max_edge: int | None = DECODE_EDG
                 if max_edge and img.format == "JPEG":
                     img.draft(img.mode, (max_edge, max_edge))
                 img.load()
-                # Reduce first, then orient: exif_transpose copies the image it is given.
+                # Reduce first, then orient (in place: without an orientation to apply,
+                # exif_transpose would return a copy, 14 us for a 28x28 PNG).
                 factor = max(img.size) // max_edge if max_edge else 1
                 if factor >= 2 and img.mode in ("P", "1"):
                     size = (max(1, img.width // factor), max(1, img.height // factor))
@@ -134,7 +135,8 @@ def open_image(path: str | Path | BinaryIO, *, max_edge: int | None = DECODE_EDG
                     reduced.info, reduced.encoderinfo = img.info, {}
                     if "exif" in img.info or img.getexif():
                         reduced.getexif().update(img.getexif())
-                return ImageOps.exif_transpose(reduced)
+                ImageOps.exif_transpose(reduced, in_place=True)
+                return reduced
     except FileNotFoundError as exc:
         raise ImageError(f"{path}: no such file") from exc
     except Image.DecompressionBombError as exc:
@@ -199,7 +201,10 @@ def _passthrough(img: Image.Image) -> np.ndarray | None:
         return None
     if img.mode == "L":  # the common case (Fashion-MNIST PNGs): no colour conversion
         gray = np.asarray(img, dtype=np.uint8)
-        return gray if float(_corner_colour(gray[..., None]).mean()) < 128 else None
+        # The corner median of four Python ints: numpy's indexing, sort and mean cost 60 us
+        # per image here, a fifth of a 28x28 PNG's whole conversion.
+        c = sorted((int(gray[0, 0]), int(gray[0, -1]), int(gray[-1, 0]), int(gray[-1, -1])))
+        return gray if c[1] + c[2] < 256 else None
     rgb = to_rgb(img)
     if float(_corner_colour(np.asarray(rgb)).mean()) >= 128:
         return None
