@@ -3,10 +3,12 @@ side by side in one process, interleaved, batch 1, one thread.
 
 Peers of a ``.tflite`` file: ``fmnist-edge`` (``fmnist_edge.runtime.load``, what ``predict``
 runs: uint8 images in, float32 logits out), ``litert`` (a raw LiteRT interpreter: input
-pre-quantized, ``set_tensor``/``invoke``/``get_tensor``) and ``openvino`` (OpenVINO's CPU
-plugin reading the same file). Peers of an ``.onnx`` file: ``fmnist-edge``, ``onnxruntime``
-(a raw session, input pre-built) and ``openvino``. A peer whose library is missing is
-skipped and named (OpenVINO is in the ``bench`` extra: ``pip install -e ".[bench]"``).
+pre-quantized, ``set_tensor``/``invoke``/``get_tensor``, with its default XNNPACK
+delegate), ``litert-builtin`` (the same without XNNPACK: LiteRT's builtin kernels) and
+``openvino`` (OpenVINO's CPU plugin reading the same file). Peers of an ``.onnx`` file:
+``fmnist-edge``, ``onnxruntime`` (a raw session, input pre-built) and ``openvino``. A peer
+whose library is missing is skipped and named (OpenVINO is in the ``bench`` extra:
+``pip install -e ".[bench]"``).
 
     python benchmarks/peers.py fmnist_edge/models/default_int8.tflite \\
         fmnist_edge/models/default_int8.onnx benchmarks/artifacts/cnn/model_fp32.onnx \\
@@ -23,6 +25,8 @@ the same file. With ``--peak`` (benchmarks/peak.py's result) and the model's MAC
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib
 import json
 import time
 from collections.abc import Callable
@@ -48,11 +52,19 @@ def _fmnist_edge(path: Path, images: np.ndarray):
     return runtime.logits, [images[i:i + 1] for i in range(len(images))]
 
 
-def _litert(path: Path, images: np.ndarray):
+def _litert(path: Path, images: np.ndarray, *, builtin: bool = False):
     from fmnist_edge.runtime.litert import interpreter_class, quiet_native_stderr
 
+    interpreter = interpreter_class()
+    extra = {}
+    if builtin:  # LiteRT's own kernels, without its default XNNPACK delegate
+        resolver = getattr(importlib.import_module(interpreter.__module__), "OpResolverType",
+                           None)
+        if resolver is None:
+            raise ImportError(f"{interpreter.__module__} has no OpResolverType")
+        extra["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     with quiet_native_stderr():
-        it = interpreter_class()(model_path=str(path), num_threads=1)
+        it = interpreter(model_path=str(path), num_threads=1, **extra)
     (inp,), (out,) = it.get_input_details(), it.get_output_details()
     it.resize_tensor_input(inp["index"], [1, 28, 28, 1])
     it.allocate_tensors()
@@ -99,7 +111,9 @@ def _openvino(path: Path, images: np.ndarray):
 
 #: Peers by model suffix, in table order.
 PEERS: dict[str, dict[str, Peer]] = {
-    ".tflite": {"fmnist-edge": _fmnist_edge, "litert": _litert, "openvino": _openvino},
+    ".tflite": {"fmnist-edge": _fmnist_edge, "litert": _litert,
+                "litert-builtin": functools.partial(_litert, builtin=True),
+                "openvino": _openvino},
     ".onnx": {"fmnist-edge": _fmnist_edge, "onnxruntime": _onnxruntime,
               "openvino": _openvino},
 }
