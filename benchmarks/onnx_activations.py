@@ -16,6 +16,14 @@ batch 1, one thread, in interleaved rounds beside the fp32 file (``export.make.t
 
 With ``--ship``, the first file's way that the export's rule picks (``export.make.pick``)
 replaces that file; its card (embedded and sidecar) is updated with the scores of every way.
+
+With ``--untrained ARCH`` (needs TensorFlow) an architecture with no surviving run is built
+from the registry, its BatchNorm statistics set on 2,000 training images, and converted with
+the export's tf2onnx path: its ways are timed only (latency does not depend on the weights'
+values; accuracy would be meaningless).
+
+    python benchmarks/onnx_activations.py --untrained mobilenetv2 \
+        --out benchmarks/results/experiments/onnx_activation_types_mobilenetv2_untrained.json
 """
 
 from __future__ import annotations
@@ -37,12 +45,15 @@ from fmnist_edge.runtime.card import file_sha256
 
 
 def measure(fp32: Path, config: ExportConfig, splits: dict[str, tuple[np.ndarray, np.ndarray]],
-            calibration: np.ndarray, work: Path) -> tuple[dict, dict[str, Path]]:
-    """Quantize ``fp32`` once per activation type of ``config`` and score each way.
+            calibration: np.ndarray, work: Path, *, score: bool = True
+            ) -> tuple[dict, dict[str, Path]]:
+    """Quantize ``fp32`` once per activation type of ``config``, time each way (and with
+    ``score``, score it on ``splits``).
 
     Returns:
         ``{way: {val_top1, val_agreement_with_fp32, test_top1, test_agreement_with_fp32,
-        p50_us}}`` (``fp32`` included, its agreement 1.0) and the file of each way.
+        p50_us}}`` (``fp32`` included, its agreement 1.0; only ``p50_us`` without ``score``)
+        and the file of each way.
     """
     import onnx
 
@@ -55,12 +66,11 @@ def measure(fp32: Path, config: ExportConfig, splits: dict[str, tuple[np.ndarray
         path.write_bytes(convert.onnx_int8_static(
             proto, calibration, sub, activation_type=activations).SerializeToString())
         paths[f"ptq/{activations}"] = path
-    rows: dict[str, dict[str, float]] = {}
+    rows: dict[str, dict[str, float]] = {way: {} for way in paths}
     reference = {split: load(fp32, verify=False).logits(x).argmax(1)
-                 for split, (x, _) in splits.items()}
-    for way, path in paths.items():
+                 for split, (x, _) in splits.items()} if score else {}
+    for way, path in paths.items() if score else ():
         rt = load(path, verify=False)
-        rows[way] = {}
         for split, (x, y) in splits.items():
             predicted = rt.logits(x).argmax(1)
             rows[way][f"{split}_top1"] = float((predicted == y).mean())
@@ -69,6 +79,24 @@ def measure(fp32: Path, config: ExportConfig, splits: dict[str, tuple[np.ndarray
     for way, p50 in make.time_ways(paths, splits["val"][0][:64]).items():
         rows[way]["p50_us"] = p50
     return rows, paths
+
+
+def untrained_onnx(arch: str, images: np.ndarray, work: Path) -> Path:
+    """fp32 ONNX of the registered ``arch``, untrained, its BatchNorm moving statistics set
+    by forward passes in training mode over ``uint8[N, 28, 28]`` images; converted with the
+    export's ``export.convert.to_onnx``."""
+    import onnx
+
+    from fmnist_edge.train import architectures
+    from fmnist_edge.train.keras_shim import tf
+
+    model = architectures.build(arch)
+    for start in range(0, len(images), 200):
+        model(tf.constant(images[start:start + 200, ..., None], tf.float32), training=True)
+    path = work / f"{arch}-untrained" / "model_fp32.onnx"
+    path.parent.mkdir()
+    onnx.save(convert.to_onnx(model), path)
+    return path
 
 
 def ship(target: Path, rows: dict, paths: dict[str, Path], config: ExportConfig) -> dict:
@@ -96,7 +124,9 @@ def ship(target: Path, rows: dict, paths: dict[str, Path], config: ExportConfig)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("fp32", type=Path, nargs="+", help="fp32 .onnx files")
+    parser.add_argument("fp32", type=Path, nargs="*", help="fp32 .onnx files")
+    parser.add_argument("--untrained", metavar="ARCH",
+                        help="also time an untrained registered architecture (latency only)")
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--ship", type=Path,
                         help="replace this int8 file with the first fp32 file's chosen way")
@@ -111,14 +141,23 @@ def main() -> None:
     result = {"calibration_images": len(calibration), "machine": machine(), "models": {},
               "rule": {"agreement_slack": config.agreement_slack,
                        "min_speedup": config.min_speedup}}
+    if not args.fp32 and not args.untrained:
+        parser.error("give fp32 .onnx files, --untrained ARCH, or both")
     with tempfile.TemporaryDirectory() as tmp:
-        for i, fp32 in enumerate(args.fp32):
-            rows, paths = measure(fp32, config, splits, calibration, Path(tmp))
-            result["models"][str(fp32)] = rows
+        models = [(fp32, True) for fp32 in args.fp32]
+        if args.untrained:
+            models.append((untrained_onnx(args.untrained, x[train_idx[:2000]], Path(tmp)),
+                           False))
+            result["untrained"] = {"arch": args.untrained, "batchnorm_images": 2000,
+                                   "note": "untrained weights: latency only"}
+        for i, (fp32, score) in enumerate(models):
+            rows, paths = measure(fp32, config, splits, calibration, Path(tmp), score=score)
+            result["models"][str(fp32) if score else args.untrained] = rows
             for way, r in rows.items():
-                print(f"{fp32.parent.name:6s} {way:11s} test {r['test_top1']:.2%}  val agreement "
-                      f"{r['val_agreement_with_fp32']:.2%}  p50 {r['p50_us']:7.1f} us")
-            if args.ship and i == 0:
+                scores = (f"test {r['test_top1']:.2%}  val agreement "
+                          f"{r['val_agreement_with_fp32']:.2%}  " if score else "")
+                print(f"{fp32.parent.name:20s} {way:11s} {scores}p50 {r['p50_us']:7.1f} us")
+            if args.ship and i == 0 and score:
                 result["shipped"] = ship(args.ship, rows, paths, config)
                 print(f"shipped: {result['shipped']}")
     result["provenance"] = provenance()

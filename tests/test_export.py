@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -508,3 +509,26 @@ def test_an_artifact_copied_without_its_sidecar_keeps_every_card_field(exported,
         sidecar = ModelCard.read(exported / f"{name}.json")
         assert sidecar.test_accuracy is not None and sidecar.sha256
         assert load(tmp_path / name).card == sidecar, name
+
+
+def test_onnx_activations_benchmark_scores_and_times_each_way(bench_script, test_split,
+                                                              tmp_path):
+    """benchmarks/onnx_activations.py on the fixture fp32 ONNX: every activation type is
+    quantized, scored against fp32 and timed, and the export's rule picks among them."""
+    from fmnist_edge.export.config import ExportConfig
+    from fmnist_edge.export.make import pick
+
+    script = bench_script("onnx_activations")
+    images, labels = test_split
+    splits = {"val": (images[:300], labels[:300]), "test": (images[300:600], labels[300:600])}
+    config = ExportConfig()
+    rows, paths = script.measure(Path(__file__).parent / "fixtures" / "mlp_fp32.onnx", config,
+                                 splits, images[:100], tmp_path)
+    assert set(rows) == {"fp32", "ptq/int8", "ptq/uint8"} == set(paths)
+    assert rows["fp32"]["val_agreement_with_fp32"] == 1.0
+    for way in ("ptq/int8", "ptq/uint8"):
+        assert rows[way]["val_agreement_with_fp32"] > 0.9 and rows[way]["p50_us"] > 0
+    scores = {w: {"agreement_with_float": r["val_agreement_with_fp32"],
+                  "top1_accuracy": r["val_top1"], "p50_us": r["p50_us"]}
+              for w, r in rows.items() if w != "fp32"}
+    assert pick(scores, config.agreement_slack, config.min_speedup) in scores
