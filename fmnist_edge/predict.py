@@ -270,7 +270,7 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
                     rows.append(Failure(str(path), str(prepared)))
                     continue
                 p = next(probs)
-                order = np.argsort(-p)[:top_k]
+                order = np.argsort(-p, kind="stable")[:top_k]  # ties: lower index, as argmax
                 row = Prediction(
                     str(path), [(int(i), LABELS[i], float(p[i])) for i in order],
                     prepared.passthrough, segment=prepared.segment, fallback=prepared.fallback,

@@ -75,7 +75,7 @@ class Predictor:
         prepared = load_image(stream, max_pixels=self.max_pixels)
         with self._lock:
             probs = softmax(self.runtime.logits(prepared.pixels[None]))[0]
-        order = np.argsort(-probs)[:self.top_k]
+        order = np.argsort(-probs, kind="stable")[:self.top_k]  # ties as argmax
         return {
             "top_k": [{"index": int(i), "label": LABELS[i], "probability": float(probs[i])}
                       for i in order],

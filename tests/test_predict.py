@@ -236,3 +236,23 @@ def test_an_export_folder_with_both_int8_files_resolves_to_the_faster_here(tmp_p
     (export / "model_int8.tflite").unlink()  # one left: no measurement needed
     monkeypatch.setattr(choice, "measure", lambda *a, **k: pytest.fail("measured"))
     assert resolve_model(export) == export / "model_int8.onnx"
+
+
+def test_tied_logits_rank_like_argmax(tmp_path):
+    """An int8 model's dequantized logits can tie exactly; predict (and serve) then rank the
+    tied classes by index, as argmax (evaluate, the parity gate) does, not by an unstable
+    sort's whim."""
+    from fmnist_edge.predict import predict_paths
+
+    class Tied:
+        path, card = Path("tied.onnx"), None
+
+        def logits(self, images):
+            out = np.zeros((len(images), 10), np.float32)
+            out[:, [2, 3, 5, 7, 8]] = 4.0  # five-way tie for the top
+            return out
+
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "a.png")
+    for _ in range(20):
+        (row,) = predict_paths([tmp_path / "a.png"], Tied(), top_k=10)
+        assert [i for i, _, _ in row.top_k] == [2, 3, 5, 7, 8, 0, 1, 4, 6, 9]
