@@ -1,9 +1,10 @@
 """Peak memory of ``fmnist-edge predict`` on very large images and on a folder of 5,000
 images, as a fresh process each.
 
-Inputs made here: a folder of the first 5,000 Fashion-MNIST test images as PNGs, a 9400x9400 PNG (grayscale, palette and RGB; just under Pillow's 89 Mpx
-warning, 30-300 KB on disk) and a 24 Mpx (6000x4000) JPEG phone photo, plus a 400x533 photo
-as the baseline. Peak RSS is the child's ``ru_maxrss``.
+Inputs made here: a folder of the first 5,000 Fashion-MNIST test images as PNGs, a
+9400x9400 PNG (grayscale, palette and RGB; just under Pillow's 89 Mpx warning, 30-300 KB on
+disk) and a 24 Mpx (6000x4000) JPEG phone photo, plus a 400x533 photo as the baseline.
+Peak RSS is the child's ``ru_maxrss``.
 
     python benchmarks/predict_memory.py --exe .venv/bin/fmnist-edge \\
         --out benchmarks/results/predict_memory.json
