@@ -11,6 +11,7 @@ nearly as faithful one that is clearly faster at batch 1 on this machine (:func:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
@@ -97,10 +98,12 @@ class OnnxConverter:
                 make_float(), calibration, work, activation_type=activations
             ).SerializeToString()
 
+        # Each float graph is converted once, however many activation types quantize it.
         sources: dict[str, Callable[[], Any]] = {}
         if compressed.qat is not None:
-            sources["qat"] = lambda: convert.strip_qdq(convert.to_onnx(compressed.qat))
-        sources["ptq"] = lambda: convert.to_onnx(compressed.float_model)
+            sources["qat"] = functools.cache(
+                lambda: convert.strip_qdq(convert.to_onnx(compressed.qat)))
+        sources["ptq"] = functools.cache(lambda: convert.to_onnx(compressed.float_model))
         makers = {f"{method}/{activations}": static(make_float, activations)
                   for method, make_float in sources.items()
                   for activations in config.onnx_activations}
