@@ -71,6 +71,17 @@ def check_images(images: np.ndarray, *, source: str = "images") -> np.ndarray:
     return np.ascontiguousarray(images)
 
 
+def top_classes(scores: np.ndarray, k: int) -> np.ndarray:
+    """Class indices of the ``k`` highest of ``float[10]`` probabilities or logits, highest
+    first. Ties go to the lower class index, as with ``argmax`` (an int8 model's dequantized
+    logits can tie exactly, and numpy's default argsort, SIMD on x86, is not stable).
+
+    Returns:
+        ``int64[k]``.
+    """
+    return np.argsort(-np.asarray(scores), kind="stable")[:k]
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Numerically stable softmax over the last axis.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fmnist_edge.contract import LABELS, softmax
+from fmnist_edge.contract import LABELS, softmax, top_classes
 from fmnist_edge.preprocess import MAX_PIXELS, SEGMENTS, ImageError, Prepared, load_image
 from fmnist_edge.provenance import installed
 from fmnist_edge.runtime import Runtime
@@ -270,7 +270,7 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
                     rows.append(Failure(str(path), str(prepared)))
                     continue
                 p = next(probs)
-                order = np.argsort(-p, kind="stable")[:top_k]  # ties: lower index, as argmax
+                order = top_classes(p, top_k)
                 row = Prediction(
                     str(path), [(int(i), LABELS[i], float(p[i])) for i in order],
                     prepared.passthrough, segment=prepared.segment, fallback=prepared.fallback,

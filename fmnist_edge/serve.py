@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fmnist_edge.contract import LABELS, softmax
+from fmnist_edge.contract import LABELS, softmax, top_classes
 from fmnist_edge.preprocess import MAX_PIXELS, ImageError, load_image
 
 #: Largest request body accepted by default, bytes (a 12 Mpx phone JPEG is 3-6 MB).
@@ -75,7 +75,7 @@ class Predictor:
         prepared = load_image(stream, max_pixels=self.max_pixels)
         with self._lock:
             probs = softmax(self.runtime.logits(prepared.pixels[None]))[0]
-        order = np.argsort(-probs, kind="stable")[:self.top_k]  # ties as argmax
+        order = top_classes(probs, self.top_k)
         return {
             "top_k": [{"index": int(i), "label": LABELS[i], "probability": float(probs[i])}
                       for i in order],

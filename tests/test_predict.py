@@ -252,6 +252,10 @@ def test_tied_logits_rank_like_argmax(tmp_path):
             out[:, [2, 3, 5, 7, 8]] = 4.0  # five-way tie for the top
             return out
 
+    from fmnist_edge.contract import top_classes
+
+    tied = Tied().logits(np.zeros((1, 28, 28), np.uint8))[0]
+    assert list(top_classes(tied, 3)) == [2, 3, 5] and tied.argmax() == 2
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "a.png")
     for _ in range(20):
         (row,) = predict_paths([tmp_path / "a.png"], Tied(), top_k=10)
