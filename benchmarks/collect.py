@@ -187,10 +187,10 @@ def _device_table() -> str:
         rows.append(f"| cold `fmnist-edge predict` ({image}), runtime-only install, p50 of "
                     f"{r['repeats']} | {r['p50_s']:.3f} s (max {r['max_s']:.3f} s){trim} "
                     "| <= 0.5 s |")
-    path = RESULTS / "peers.json"
-    if path.is_file():
+    for path in _peers_files():
         rows_by_model: dict[str, list[dict]] = {}
-        for r in json.loads(path.read_text())["rows"]:
+        doc = json.loads(path.read_text())
+        for r in doc["rows"]:
             rows_by_model.setdefault(r["model"], []).append(r)
         for model, peers in rows_by_model.items():
             if not model.startswith("fmnist_edge/models/"):
@@ -199,32 +199,52 @@ def _device_table() -> str:
             best = min((r for r in peers if r["peer"] != "fmnist-edge"),
                        key=lambda r: r["p50_us"])
             rows.append(f"| fmnist-edge vs the fastest other runtime, batch 1, 1 thread, "
-                        f"{Path(model).name} | {mine['p50_us']:.0f} vs {best['p50_us']:.0f} us "
-                        f"({best['peer']}): {mine['p50_us'] / best['p50_us']:.2f}x | <= 1.1x |")
+                        f"{Path(model).name}, {_cpu(doc)} | {mine['p50_us']:.0f} vs "
+                        f"{best['p50_us']:.0f} us ({best['peer']}): "
+                        f"{mine['p50_us'] / best['p50_us']:.2f}x | <= 1.1x |")
     return "\n".join(rows)
+
+
+def _peers_files() -> list[Path]:
+    """benchmarks/peers.py's results, one per CPU measured (``peers*.json``)."""
+    return sorted(RESULTS.glob("peers*.json"))
+
+
+def _cpu(doc: dict) -> str:
+    """``CPU (int8 instructions)`` of a result, as its machine record names them."""
+    machine = doc["provenance"]["machine"]
+    isa = machine.get("int8_isa")
+    return f"{machine['cpu']} ({isa})" if isa else machine["cpu"]
 
 
 def _peers_table() -> str:
-    """benchmarks/peers.py: every runtime on the same files, and the compute bound."""
-    path = RESULTS / "peers.json"
-    if not path.is_file():
+    """benchmarks/peers.py: every runtime on the same files, and the compute bound; one
+    table per CPU measured."""
+    files = _peers_files()
+    if not files:
         return "(no result yet: run benchmarks/peers.py)"
-    doc = json.loads(path.read_text())
-    peak = doc.get("peak_gmacs") or {}
-    rows = ["| model file | runtime | p50 us | p99 us | x fastest | x compute bound |",
-            "|---|---|---|---|---|---|"]
-    for r in doc["rows"]:
-        bound = f"{r['x_bound']:.2f}" if "x_bound" in r else ""
-        rows.append(f"| {r['model']} | {r['peer']} | {r['p50_us']:.0f} | {r['p99_us']:.0f} "
-                    f"| {r['ratio']:.2f} | {bound} |")
-    machine = doc["provenance"]["machine"]
-    rows.append("")
-    rows.append(f"{machine['cpu']}, {machine['cores']} cores, load average "
+    tables = []
+    for path in files:
+        doc = json.loads(path.read_text())
+        peak = doc.get("peak_gmacs") or {}
+        machine = doc["provenance"]["machine"]
+        rows = [f"`{path.name}`: {_cpu(doc)}, {machine['cores']} cores, load average "
                 f"{doc['load_average_before']} before the run; peak per core "
                 + (f"int8 {peak['int8']:.0f} GMAC/s, fp32 {peak['fp32']:.0f} GMAC/s "
-                   "(`benchmarks/peak.py`, `peak.json`)" if peak else "not measured")
-                + f"; {doc['rounds']} interleaved rounds of {doc['calls']} calls per runtime.")
-    return "\n".join(rows)
+                   "(`benchmarks/peak.py`)" if peak else "not measured")
+                + f"; {doc['rounds']} interleaved rounds of {doc['calls']} calls per runtime.",
+                "",
+                "| model file | runtime | p50 us | p99 us | x fastest | x compute bound |",
+                "|---|---|---|---|---|---|"]
+        for r in doc["rows"]:
+            bound = f"{r['x_bound']:.2f}" if "x_bound" in r else ""
+            rows.append(f"| {r['model']} | {r['peer']} | {r['p50_us']:.0f} | "
+                        f"{r['p99_us']:.0f} | {r['ratio']:.2f} | {bound} |")
+        for f in doc.get("failed", []):
+            rows.append(f"| {f['model']} | {f['peer']} | failed to load: "
+                        f"{f['error'][:90]} | | | |")
+        tables.append("\n".join(rows))
+    return "\n\n".join(tables)
 
 
 def _photos_table() -> str:

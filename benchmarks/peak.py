@@ -7,7 +7,10 @@ kernel its int8 convolutions use; ``MatMul`` float32) and, for fp32, numpy's BLA
 is square enough (``M x K x N`` = 256 x 1024 x 1024, 268 MMAC a call) that packing and call
 overhead are below 1 %.
 
-    python benchmarks/peak.py --out benchmarks/results/peak.json
+    python benchmarks/peak.py --out benchmarks/results/peak_<cpu>.json
+
+``<cpu>`` names the machine class (``xeon_amx``, ``epyc_avx2``): results of each CPU are kept
+side by side.
 
 Each kernel runs ``--rounds`` interleaved rounds of ``--calls`` calls; the result is the
 median of the per-round rates (GMAC/s) and the best round. One thread everywhere

@@ -8,18 +8,21 @@ delegate), ``litert-builtin`` (the same without XNNPACK: LiteRT's builtin kernel
 ``openvino`` (OpenVINO's CPU plugin reading the same file). Peers of an ``.onnx`` file:
 ``fmnist-edge``, ``onnxruntime`` (a raw session, input pre-built) and ``openvino``. A peer
 whose library is missing is skipped and named (OpenVINO is in the ``bench`` extra:
-``pip install -e ".[bench]"``).
+``pip install -e ".[bench]"``). A third-party peer that cannot load one file (OpenVINO's CPU
+plugin refuses some int8 TFLite graphs on some CPUs) is listed under ``failed`` with its
+error, and the others still run; fmnist-edge's own runtime failing is an error.
 
     python benchmarks/peers.py fmnist_edge/models/default_int8.tflite \\
         fmnist_edge/models/default_int8.onnx benchmarks/artifacts/cnn/model_fp32.onnx \\
-        --peak benchmarks/results/peak.json --out benchmarks/results/peers.json
+        --peak benchmarks/results/peak_<cpu>.json --out benchmarks/results/peers_<cpu>.json
 
 Every peer of every file runs ``--calls`` calls per round, for ``--rounds`` rounds, the peers
 taking turns each round, so that a slow minute of the machine hits all of them alike. p50 and
 p99 are over all calls of a peer. ``ratio`` is a peer's p50 over the fastest peer's p50 on
 the same file. With ``--peak`` (benchmarks/peak.py's result) and the model's MACs (from its
 ``benchmarks/results/zoo_<name>.json``), ``x_bound`` is a peer's p50 over the compute bound
-``MACs / peak MAC/s``.
+``MACs / peak MAC/s``. ``<cpu>`` names the machine class (``xeon_amx``, ``epyc_avx2``); the
+README renders one table per ``peers_*.json``.
 """
 
 from __future__ import annotations
@@ -138,14 +141,15 @@ def compare(paths: list[Path], images: np.ndarray, *, rounds: int = 20, calls: i
         peak: ``{"int8": GMAC/s, "fp32": GMAC/s}`` (benchmarks/peak.py) for ``x_bound``.
 
     Returns:
-        ``{"rows": [...], "skipped": {peer: reason}}``; a row has ``model``, ``peer``,
+        ``{"rows": [...], "skipped": {peer: reason}, "failed": [{model, peer, error}]}``;
+        a row has ``model``, ``peer``,
         ``p50_us``, ``p99_us`` (microseconds), ``ratio`` and, with ``peak``, ``bound_us`` and
         ``x_bound``.
 
     Raises:
         ValueError: a file that is neither ``.tflite`` nor ``.onnx``.
     """
-    runs, skipped = [], {}
+    runs, skipped, failed = [], {}, []
     for path in paths:
         if path.suffix not in PEERS:
             raise ValueError(f"{path}: peers compares .tflite and .onnx files")
@@ -154,6 +158,13 @@ def compare(paths: list[Path], images: np.ndarray, *, rounds: int = 20, calls: i
                 call, inputs = make(path, images)
             except ImportError as exc:
                 skipped[peer] = f"{exc} (pip install -e \".[bench]\")"
+                continue
+            except Exception as exc:  # noqa: BLE001 - a peer's refusal is a result
+                if peer == "fmnist-edge":
+                    raise
+                error = " ".join(str(exc).split())
+                failed.append({"model": str(path), "peer": peer,
+                               "error": f"{type(exc).__name__}: {error}"[:500]})
                 continue
             for i in range(warmup):
                 call(inputs[i % len(inputs)])
@@ -181,7 +192,7 @@ def compare(paths: list[Path], images: np.ndarray, *, rounds: int = 20, calls: i
             if macs:
                 r["bound_us"] = macs / (peak[precision] * 1e9) * 1e6
                 r["x_bound"] = r["p50_us"] / r["bound_us"]
-    return {"rows": rows, "skipped": skipped}
+    return {"rows": rows, "skipped": skipped, "failed": failed}
 
 
 def main() -> None:
@@ -206,6 +217,8 @@ def main() -> None:
               f"{r['p99_us']:8.1f} us  {r['ratio']:.2f}x fastest{bound}")
     for peer, reason in result["skipped"].items():
         print(f"skipped {peer}: {reason}")
+    for f in result["failed"]:
+        print(f"failed {f['peer']} on {f['model']}: {f['error'][:200]}")
 
 
 if __name__ == "__main__":

@@ -433,7 +433,8 @@ def predict(
         help="Foreground method: grabcut (OpenCV foreground mask, object on black), trim "
              "(the paper's trim to the corner colour, for studio shots) or none; default "
              "grabcut, or trim without OpenCV.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
+    threads: Annotated[int | None, typer.Option(
+        help="Inference threads; default 1: conversion runs on every core.")] = None,
     max_pixels: Annotated[int | None, typer.Option(
         help="Refuse images larger than this many pixels (width x height); default "
              "100,000,000. JPEGs are decoded reduced; a PNG needs about 3 bytes per pixel."
@@ -445,15 +446,15 @@ def predict(
     """Classify real photos (Fashion-MNIST conversion pipeline, then the model).
 
     Exits 1 when any file could not be classified (the others are still reported)."""
-    from fmnist_edge.predict import default_model, predict_paths, resolve_model, to_csv, to_json
+    from fmnist_edge.predict import load_model, predict_paths, to_csv, to_json
     from fmnist_edge.runs import RunError
-    from fmnist_edge.runtime import ModelFileError, load
+    from fmnist_edge.runtime import ModelFileError
 
     if as_csv is not None:
         _check_output_file("--csv", as_csv)
     try:
-        model_path = resolve_model(model) if model is not None else default_model()
-        runtime = load(model_path, num_threads=threads, verify=verify)
+        runtime = load_model(model, threads=threads, verify=verify)
+        model_path = runtime.path
         rows = predict_paths(paths, runtime, top_k=top_k, save_preprocessed=save_preprocessed,
                              segment=segment, max_pixels=max_pixels)
     except (ModelFileError, RunError, FileNotFoundError, ImportError, ValueError) as exc:

@@ -29,6 +29,13 @@ NO_RUNTIME = ('no inference runtime is installed: pip install "fmnist-edge[liter
 #: Files converted (on all cores) and classified per model call: bounds the memory of a
 #: large folder while keeping batches large enough for the runtimes.
 CHUNK = 64
+#: Inference threads of ``predict`` unless ``--threads`` is given. Files are converted on
+#: every core while the model classifies (:func:`predict_paths`), so a second inference
+#: thread only competes with conversion: on 5,000 PNGs, taking turns in one run, one thread
+#: classified 1.12x as many images/s as the runtime's default of one per core on two cores
+#: and 1.05x on one, and a photo's conversion (GrabCut, ~30 ms) dwarfs the model's batch-1
+#: call either way (benchmarks/results/predict_throughput_xeon_amx.json).
+PREDICT_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,15 @@ class Failure:
     top_k: list = field(default_factory=list)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (``taskset``, cgroup CPU sets), not the machine's
+    count: conversion workers beyond them only take turns on the same cores."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # macOS, Windows: no affinity API
+        return os.cpu_count() or 1
+
+
 def _litert_installed() -> bool:
     return installed("ai_edge_litert") or installed("tflite_runtime")
 
@@ -79,7 +95,7 @@ def default_model() -> Path:
     if len(usable) == 2:
         from fmnist_edge.runtime.choice import fastest
 
-        return fastest(usable)
+        return fastest(usable, threads=PREDICT_THREADS)
     if usable:
         return usable[0]
     if not _litert_installed() and not installed("onnxruntime"):
@@ -129,7 +145,7 @@ def resolve_model(text: str | Path) -> Path:
         if len(int8) == 2:  # both runtimes: the faster here, as for the shipped model
             from fmnist_edge.runtime.choice import fastest
 
-            return fastest(int8)
+            return fastest(int8, threads=PREDICT_THREADS)
         if int8:
             return int8[0]
         fallback = sorted(present, key=lambda fmt: not fmt.endswith("-int8"))
@@ -137,6 +153,25 @@ def resolve_model(text: str | Path) -> Path:
             return present[fallback[0]]
         raise runs.RunError(f"{path}: its manifest.json names no artifact present in the folder")
     return runs.resolve_model(path)
+
+
+def load_model(model: str | Path | None = None, *, threads: int | None = None,
+               verify: bool = True) -> Runtime:
+    """The runtime ``predict`` classifies with.
+
+    Args:
+        model: as :func:`resolve_model`; ``None``: :func:`default_model`.
+        threads: inference threads; ``None``: :data:`PREDICT_THREADS`.
+        verify: check the file's sha256 against its card.
+
+    Raises:
+        as :func:`resolve_model` and :func:`fmnist_edge.runtime.load`.
+    """
+    from fmnist_edge.runtime import load
+
+    path = resolve_model(model) if model is not None else default_model()
+    return load(path, num_threads=PREDICT_THREADS if threads is None else threads,
+                verify=verify)
 
 
 def expand_paths(items: list[str | Path]) -> tuple[list[Path], list[Failure]]:
@@ -250,7 +285,7 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
     # Decoding (Pillow) and segmentation (OpenCV) release the GIL. Each chunk of files is
     # converted in one task per core while the model classifies the chunk before it, so
     # conversion and inference overlap; memory stays bounded by two chunks.
-    workers = max(1, min(len(files), os.cpu_count() or 1))
+    workers = max(1, min(len(files), usable_cores()))
     chunks = [files[i:i + CHUNK] for i in range(0, len(files), CHUNK)]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
 

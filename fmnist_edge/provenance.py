@@ -52,10 +52,26 @@ def package_versions(names: tuple[str, ...]) -> dict[str, str]:
     return found
 
 
+#: x86 CPU flags (``/proc/cpuinfo``) of the instructions int8 inference kernels use, best
+#: first: AMX tiles, AVX-512 VNNI, AVX-VNNI (256-bit), then plain AVX-512BW / AVX2, whose
+#: int8 multiply-adds go through int16 (and can saturate in onnxruntime). On ARM: ``asimddp``
+#: (the dot-product instructions, SDOT/UDOT), else ``asimd``.
+INT8_ISAS = ("amx_int8", "avx512_vnni", "avx_vnni", "avx512bw", "avx2", "asimddp", "asimd")
+
+
+def int8_isa(flags: set[str]) -> str | None:
+    """The best of :data:`INT8_ISAS` among a CPU's flags, ``None`` for none: the one word
+    that decides whether int8 beats fp32 on a CPU (README, "Speed against the other
+    runtimes")."""
+    return next((isa for isa in INT8_ISAS if isa in flags), None)
+
+
 def machine() -> dict:
-    """The one machine description of every result: CPU model, cores, OS, Python and the
-    1/5/15-minute load average (what else ran)."""
+    """The one machine description of every result: CPU model, cores, its best int8
+    instructions (:func:`int8_isa`), OS, Python and the 1/5/15-minute load average (what
+    else ran)."""
     cpu = platform.processor() or platform.machine()
+    isa = None
     try:
         fields = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -64,13 +80,15 @@ def machine() -> dict:
         # x86: "model name"; Raspberry Pi: "model name" (core) and "Model" (board).
         names = [fields[k] for k in ("model name", "Model", "Hardware") if fields.get(k)]
         cpu = " / ".join(dict.fromkeys(names)) or cpu
+        isa = int8_isa(set((fields.get("flags") or fields.get("Features") or "").split()))
     except OSError:
         pass
     try:
         load_average = [round(v, 2) for v in os.getloadavg()]
     except OSError:
         load_average = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+    return {"cpu": cpu, "cores": os.cpu_count(), "int8_isa": isa,
+            "platform": platform.platform(),
             "python": platform.python_version(), "load_average_1_5_15_min": load_average}
 
 

@@ -1,4 +1,5 @@
-"""benchmarks/peers.py and benchmarks/peak.py on the small fixture models (no TensorFlow)."""
+"""benchmarks/peers.py, peak.py and predict_throughput.py on the small fixture models (no
+TensorFlow)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,22 @@ def test_peers_time_every_runtime_of_each_file_and_name_the_fastest(bench_script
         assert all("x_bound" not in r for r in mine)
 
 
+def test_a_peer_that_cannot_load_a_file_is_recorded_and_the_others_run(bench_script, test_split,
+                                                                       monkeypatch):
+    peers = bench_script("peers")
+    pytest.importorskip("onnxruntime")
+
+    def refuses(path, images):
+        raise RuntimeError("No suitable implementations.\n  (plugin detail)")
+    monkeypatch.setitem(peers.PEERS[".onnx"], "openvino", refuses)
+    path = FIXTURES / "mlp_int8.onnx"
+    result = peers.compare([path], test_split[0][:4], rounds=1, calls=2, warmup=1)
+    assert result["failed"] == [{"model": str(path), "peer": "openvino",
+                                 "error": "RuntimeError: No suitable implementations. "
+                                          "(plugin detail)"}]
+    assert {r["peer"] for r in result["rows"]} == {"fmnist-edge", "onnxruntime"}
+
+
 def test_peers_refuse_a_file_that_is_not_a_model(bench_script, tmp_path):
     with pytest.raises(ValueError, match="notes.txt"):
         bench_script("peers").compare([tmp_path / "notes.txt"], np.zeros((1, 28, 28), np.uint8))
@@ -45,3 +62,29 @@ def test_peak_measures_int8_and_fp32_gemm_rates(bench_script):
     assert set(result["peak_gmacs"]) == {"int8", "fp32"}
     assert all(k["gmacs_median"] > 0 for k in result["kernels"].values())
     assert peak.compute_bound_us(29_128_448, 100.0) == pytest.approx(291.28448)
+
+
+def test_predict_throughput_times_each_thread_setting_in_turn(bench_script, test_split, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from fmnist_edge.runtime import load
+
+    script = bench_script("predict_throughput")
+    for i, image in enumerate(test_split[0][:6]):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    model = FIXTURES / "mlp_int8.onnx"
+    runtimes = {"1": load(model, num_threads=1), "library default": load(model)}
+    result = script.measure(tmp_path, runtimes, cores=1, rounds=2)
+    assert set(result) == {"1", "library default"}
+    assert all(count == 6 and r > 0 for r, count in result.values())
+
+
+def test_machine_records_the_best_int8_instructions():
+    from fmnist_edge.provenance import int8_isa, machine
+
+    assert int8_isa({"avx2", "avx512bw", "avx512_vnni", "amx_int8"}) == "amx_int8"
+    assert int8_isa({"fma", "avx2", "avx512bw"}) == "avx512bw"
+    assert int8_isa({"asimd", "asimddp", "fp"}) == "asimddp"
+    assert int8_isa({"sse4_2"}) is None
+    assert "int8_isa" in machine()

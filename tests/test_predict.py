@@ -194,6 +194,8 @@ def test_default_model_is_the_runtime_measured_faster_here_and_the_choice_is_cac
     assert len(calls) == 1  # the second call read the cache
     cached = json.loads(choice.cache_path().read_text())
     assert cached["choice"] == "default_int8.onnx" and cached["key"]["models"]
+    # measured with the threads predict runs the model with, and keyed by them
+    assert cached["key"]["threads"] == cached["threads"] == predict.PREDICT_THREADS
     # another CPU (or runtime version, or model file) measures again
     monkeypatch.setattr(choice, "machine", lambda: {"cpu": "another CPU", "cores": 1})
     predict.default_model()
@@ -260,3 +262,31 @@ def test_tied_logits_rank_like_argmax(tmp_path):
     for _ in range(20):
         (row,) = predict_paths([tmp_path / "a.png"], Tied(), top_k=10)
         assert [i for i, _, _ in row.top_k] == [2, 3, 5, 7, 8, 0, 1, 4, 6, 9]
+
+
+def test_predict_loads_its_model_with_one_inference_thread_unless_told():
+    """Conversion runs on every core beside the model, so predict's runtime gets
+    PREDICT_THREADS inference threads; --threads overrides it."""
+    pytest.importorskip("onnxruntime")
+    from fmnist_edge.predict import PREDICT_THREADS, load_model
+
+    model = FIXTURES / "mlp_int8.onnx"
+    default = load_model(model).session.get_session_options()
+    assert default.intra_op_num_threads == PREDICT_THREADS == 1
+    assert load_model(model, threads=2).session.get_session_options().intra_op_num_threads == 2
+
+
+def test_conversion_workers_follow_the_cores_the_process_may_use():
+    import os
+
+    from fmnist_edge.predict import usable_cores
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity API on this platform")
+    cores = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cores)})
+        assert usable_cores() == 1
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert usable_cores() == len(cores)

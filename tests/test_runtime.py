@@ -160,6 +160,43 @@ def test_integer_fast_path_is_exact(dtype, zero_point):
     np.testing.assert_array_equal(fast, slow)
 
 
+@pytest.mark.parametrize("dtype,scale,zero_point", [(np.int8, 0.1734, -7), (np.uint8, 0.05, 131),
+                                                    (np.int16, 0.001, 0)])
+def test_output_dequantization_is_the_spec_formula_for_every_code(dtype, scale, zero_point):
+    from fmnist_edge.runtime.quant import output_dequantizer
+
+    info = np.iinfo(dtype)
+    codes = np.array([info.min, -1, 0, 1, info.max], dtype) if info.bits > 8 else \
+        np.arange(256, dtype=np.uint8).view(dtype)
+    codes = codes.reshape(-1, 1)
+    got = output_dequantizer(np.dtype(dtype), scale, zero_point)(codes)
+    want = (codes.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+    assert got.dtype == np.float32 and got.shape == codes.shape
+    np.testing.assert_array_equal(got, want)  # bit for bit
+
+
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), 0.0, -0.5])
+def test_integer_output_with_a_broken_scale_is_refused(tmp_path, scale):
+    """A full-integer model whose output scale is not a positive finite number is refused at
+    load, naming the file (by XNNPACK or, without it, by the runtime's own check): its
+    logits are not checked for NaN per call."""
+    pytest.importorskip("ai_edge_litert")
+    from ai_edge_litert import schema_py_generated as schema
+
+    source = FIXTURES / "mlp_int8.tflite"
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(source.read_bytes(), 0))
+    graph = model.subgraphs[0]
+    graph.tensors[graph.outputs[0]].quantization.scale = [scale]
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    broken = tmp_path / "broken_scale.tflite"
+    broken.write_bytes(bytes(builder.Output()))
+    with pytest.raises(ModelFileError, match=r"broken_scale\.tflite: .*scale"):
+        load(broken, verify=False)
+
+
 def test_tflite_card_is_read_from_the_file_without_its_sidecar(tmp_path):
     import shutil
 

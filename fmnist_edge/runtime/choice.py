@@ -1,14 +1,16 @@
 """Which installed runtime runs the shipped model faster on this machine: measured once,
 then remembered.
 
-Neither runtime is faster everywhere. On a Xeon with AVX-512 VNNI the int8 TFLite under
-LiteRT took 0.108 ms a call against 0.162 ms for the int8 ONNX under onnxruntime; on an AVX2
-EPYC without VNNI, LiteRT's int8 kernels are no faster than its fp32 ones and onnxruntime took
-550 us against LiteRT's 895 us (benchmarks/results/peers.json). So when both runtimes are
+Neither runtime is faster everywhere. On a Xeon with AMX and AVX-512 VNNI the int8 TFLite
+under LiteRT took 228 us a call against 311 us for the int8 ONNX under onnxruntime
+(benchmarks/results/peers_xeon_amx.json); on an AVX2 EPYC without VNNI, LiteRT's int8 kernels
+are no faster than its fp32 ones and onnxruntime took 593 us against LiteRT's 914 us
+(benchmarks/results/peers_epyc_avx2.json). So when both runtimes are
 installed, the first :func:`fastest` call times both shipped files in the process (batch
-``BATCH``, ``ROUNDS`` interleaved rounds of ``CALLS`` calls, each runtime with its default
-threads, as ``predict`` runs it; about 0.2 s) and writes the choice to the user cache,
-keyed by the CPU, the runtimes' versions and the files' sha256: any change measures again.
+``BATCH``, ``ROUNDS`` interleaved rounds of ``CALLS`` calls, with the inference threads
+``predict`` runs them with; about 0.2 s) and writes the choice to the user cache, keyed by
+the CPU, the threads, the runtimes' versions and the files' sha256: any change measures
+again.
 An unwritable cache only means measuring again next time.
 """
 
@@ -37,9 +39,10 @@ def cache_path() -> Path:
 
 
 def measure(paths: list[Path], *, batch: int = BATCH, calls: int = CALLS,
-            rounds: int = ROUNDS) -> dict[str, float]:
+            rounds: int = ROUNDS, threads: int | None = None) -> dict[str, float]:
     """Median milliseconds per call of ``batch`` seeded random images (latency does not
-    depend on content) for each model file, the files taking turns each round.
+    depend on content) for each model file, the files taking turns each round, each loaded
+    with ``threads`` inference threads (``None``: the library's default).
 
     Returns:
         ``{file name: ms}``.
@@ -50,7 +53,7 @@ def measure(paths: list[Path], *, batch: int = BATCH, calls: int = CALLS,
     from fmnist_edge.runtime import load
 
     images = np.random.default_rng(0).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
-    runtimes = {path.name: load(path, verify=False) for path in paths}
+    runtimes = {path.name: load(path, num_threads=threads, verify=False) for path in paths}
     for runtime in runtimes.values():
         runtime.logits(images)  # warm-up: allocation, first-call setup
     times: dict[str, list[float]] = {name: [] for name in runtimes}
@@ -63,24 +66,24 @@ def measure(paths: list[Path], *, batch: int = BATCH, calls: int = CALLS,
     return {name: float(np.median(t) * 1e3) for name, t in times.items()}
 
 
-def _key(paths: list[Path]) -> dict:
+def _key(paths: list[Path], threads: int | None) -> dict:
     from fmnist_edge.runtime.card import file_sha256
 
     described = machine()
-    return {"cpu": described["cpu"], "cores": described["cores"],
+    return {"cpu": described["cpu"], "cores": described["cores"], "threads": threads,
             "versions": package_versions(RUNTIMES),
             "models": {path.name: file_sha256(path) for path in paths}}
 
 
-def fastest(paths: list[Path]) -> Path:
-    """The file of ``paths`` (one per runtime) that runs fastest here: from the cache when
-    it was measured on this CPU with these runtime versions and files, else measured now
-    (:func:`measure`) and cached.
+def fastest(paths: list[Path], *, threads: int | None = None) -> Path:
+    """The file of ``paths`` (one per runtime) that runs fastest here with ``threads``
+    inference threads: from the cache when it was measured on this CPU with these threads,
+    runtime versions and files, else measured now (:func:`measure`) and cached.
 
     Raises:
         ImportError, ModelFileError: a runtime or file that cannot be loaded.
     """
-    key = _key(paths)
+    key = _key(paths, threads)
     by_name = {path.name: path for path in paths}
     cache = cache_path()
     try:
@@ -89,11 +92,11 @@ def fastest(paths: list[Path]) -> Path:
             return by_name[cached["choice"]]
     except (OSError, ValueError, AttributeError):
         pass  # no cache yet, or unreadable: measure
-    timings = measure(paths)
+    timings = measure(paths, threads=threads)
     choice = min(timings, key=timings.get)
     try:
         atomic.write_json(cache, {"key": key, "choice": choice, "ms_per_call": timings,
-                                  "batch": BATCH})
+                                  "batch": BATCH, "threads": threads})
     except OSError:
         pass
     return by_name[choice]

@@ -93,8 +93,15 @@ class LiteRTRuntime:
         self.output_scale, self.output_zero_point = self._out["quantization"]
         self._quantize = input_quantizer(self.input_dtype, self.input_scale,
                                          self.input_zero_point)
+        integer_output = np.dtype(self._out["dtype"]).kind in "iu"
+        if integer_output and not (np.isfinite(self.output_scale) and self.output_scale > 0):
+            raise ModelFileError(f"{self.path}: its integer output has scale "
+                                 f"{self.output_scale}, not a positive finite number; the "
+                                 "model is broken: export it again")
         self._dequantize = output_dequantizer(self._out["dtype"], self.output_scale,
                                               self.output_zero_point)
+        # integer codes times a finite scale are finite: no NaN check per call
+        self._check_finite = not integer_output
         self._source = str(self.path)
         self._in_index, self._out_index = self._in["index"], self._out["index"]
         self.max_batch = max_batch
@@ -110,7 +117,7 @@ class LiteRTRuntime:
     def logits(self, images: np.ndarray) -> np.ndarray:
         """uint8[N, 28, 28] -> float32[N, 10] logits (dequantized for integer outputs)."""
         return batched(check_images(images, source=self._source), self.max_batch,
-                       self._invoke, source=self._source)
+                       self._invoke, source=self._source, check_finite=self._check_finite)
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
         self._resize(len(batch))
