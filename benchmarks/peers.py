@@ -19,7 +19,9 @@ error, and the others still run; fmnist-edge's own runtime failing is an error.
 Every peer of every file runs ``--calls`` calls per round, for ``--rounds`` rounds, the peers
 taking turns each round, so that a slow minute of the machine hits all of them alike. p50 and
 p99 are over all calls of a peer. ``ratio`` is a peer's p50 over the fastest peer's p50 on
-the same file. With ``--peak`` (benchmarks/peak.py's result) and the model's MACs (from its
+the same file; ``ratio_paired`` takes that ratio within each round and then the median over
+rounds, so that the machine's speed changing between rounds (seen up to 2x on a shared VM)
+cancels out. With ``--peak`` (benchmarks/peak.py's result) and the model's MACs (from its
 ``benchmarks/results/zoo_<name>.json``), ``x_bound`` is a peer's p50 over the compute bound
 ``MACs / peak MAC/s``. ``<cpu>`` names the machine class (``xeon_amx``, ``epyc_avx2``); the
 README renders one table per ``peers_*.json``.
@@ -143,8 +145,9 @@ def compare(paths: list[Path], images: np.ndarray, *, rounds: int = 20, calls: i
     Returns:
         ``{"rows": [...], "skipped": {peer: reason}, "failed": [{model, peer, error}]}``;
         a row has ``model``, ``peer``,
-        ``p50_us``, ``p99_us`` (microseconds), ``ratio`` and, with ``peak``, ``bound_us`` and
-        ``x_bound``.
+        ``p50_us``, ``p99_us`` (microseconds), ``ratio`` (p50 over the fastest peer's),
+        ``ratio_paired`` (the median over rounds of that ratio within each round) and, with
+        ``peak``, ``bound_us`` and ``x_bound``.
 
     Raises:
         ValueError: a file that is neither ``.tflite`` nor ``.onnx``.
@@ -176,19 +179,24 @@ def compare(paths: list[Path], images: np.ndarray, *, rounds: int = 20, calls: i
                 start = time.perf_counter()
                 call(x)
                 times.append(time.perf_counter() - start)
-    rows = []
+    rows, per_round = [], {}
     for path, peer, _call, _inputs, times in runs:
         us = np.asarray(times) * 1e6
+        per_round[str(path), peer] = np.median(us.reshape(rounds, calls), axis=1)
         rows.append({"model": str(path), "peer": peer, "p50_us": float(np.median(us)),
                      "p99_us": float(np.percentile(us, 99)), "calls": len(us)})
     for path in paths:
         mine = [r for r in rows if r["model"] == str(path)]
-        fastest = min(r["p50_us"] for r in mine)
+        fastest = min(mine, key=lambda r: r["p50_us"])
         card = load(path, num_threads=1).card
         macs = _macs(card.name) if peak else None
         precision = "int8" if card.format.endswith("int8") else "fp32"
         for r in mine:
-            r["ratio"] = r["p50_us"] / fastest
+            r["ratio"] = r["p50_us"] / fastest["p50_us"]
+            # paired: each round's p50 over the fastest peer's p50 in the same round, then
+            # the median over rounds; a slow minute of the machine cancels out
+            r["ratio_paired"] = float(np.median(per_round[str(path), r["peer"]]
+                                                / per_round[str(path), fastest["peer"]]))
             if macs:
                 r["bound_us"] = macs / (peak[precision] * 1e9) * 1e6
                 r["x_bound"] = r["p50_us"] / r["bound_us"]
@@ -214,7 +222,8 @@ def main() -> None:
     for r in result["rows"]:
         bound = f", {r['x_bound']:.2f}x bound" if "x_bound" in r else ""
         print(f"{r['model']:50s} {r['peer']:12s} p50 {r['p50_us']:8.1f} us  p99 "
-              f"{r['p99_us']:8.1f} us  {r['ratio']:.2f}x fastest{bound}")
+              f"{r['p99_us']:8.1f} us  {r['ratio']:.2f}x fastest "
+              f"({r['ratio_paired']:.2f}x paired){bound}")
     for peer, reason in result["skipped"].items():
         print(f"skipped {peer}: {reason}")
     for f in result["failed"]:

@@ -29,6 +29,8 @@ def test_peers_time_every_runtime_of_each_file_and_name_the_fastest(bench_script
     for path in paths:
         mine = [r for r in rows if r["model"] == str(path)]
         assert min(r["ratio"] for r in mine) == 1.0
+        fastest = min(mine, key=lambda r: r["p50_us"])
+        assert fastest["ratio_paired"] == 1.0 and all(r["ratio_paired"] > 0 for r in mine)
         assert all(r["calls"] == 10 and 0 < r["p50_us"] <= r["p99_us"] for r in mine)
         # the fixture's card names no zoo record: no MAC count, so no compute bound
         assert all("x_bound" not in r for r in mine)
