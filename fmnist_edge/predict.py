@@ -33,7 +33,7 @@ CHUNK = 64
 #: every core while the model classifies (:func:`predict_paths`), so a second inference
 #: thread only competes with conversion: on 5,000 PNGs, taking turns in one run, one thread
 #: classified 1.12x as many images/s as the runtime's default of one per core on two cores
-#: and 1.05x on one, and a photo's conversion (GrabCut, ~30 ms) dwarfs the model's batch-1
+#: and 1.10x on one, and a photo's conversion (GrabCut, ~30 ms) dwarfs the model's batch-1
 #: call either way (benchmarks/results/predict_throughput_xeon_amx.json).
 PREDICT_THREADS = 1
 

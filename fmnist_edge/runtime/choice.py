@@ -2,7 +2,7 @@
 then remembered.
 
 Neither runtime is faster everywhere. On a Xeon with AMX and AVX-512 VNNI the int8 TFLite
-under LiteRT took 228 us a call against 311 us for the int8 ONNX under onnxruntime
+under LiteRT took 137 us a call against 192 us for the int8 ONNX under onnxruntime
 (benchmarks/results/peers_xeon_amx.json); on an AVX2 EPYC without VNNI, LiteRT's int8 kernels
 are no faster than its fp32 ones and onnxruntime took 593 us against LiteRT's 914 us
 (benchmarks/results/peers_epyc_avx2.json). So when both runtimes are
