@@ -81,18 +81,26 @@ def measure(fp32: Path, config: ExportConfig, splits: dict[str, tuple[np.ndarray
     return rows, paths
 
 
-def untrained_onnx(arch: str, images: np.ndarray, work: Path) -> Path:
-    """fp32 ONNX of the registered ``arch``, untrained, its BatchNorm moving statistics set
-    by forward passes in training mode over ``uint8[N, 28, 28]`` images; converted with the
-    export's ``export.convert.to_onnx``."""
-    import onnx
-
+def untrained_model(arch: str, images: np.ndarray, **kwargs):
+    """The registered ``arch`` (builder hyperparameters ``kwargs``), untrained, its
+    BatchNorm moving statistics set by forward passes in training mode over
+    ``uint8[N, 28, 28]`` images, so that activation ranges are realistic for calibration.
+    Latency does not depend on the weights' values; accuracy is meaningless."""
     from fmnist_edge.train import architectures
     from fmnist_edge.train.keras_shim import tf
 
-    model = architectures.build(arch)
+    model = architectures.build(arch, **kwargs)
     for start in range(0, len(images), 200):
         model(tf.constant(images[start:start + 200, ..., None], tf.float32), training=True)
+    return model
+
+
+def untrained_onnx(arch: str, images: np.ndarray, work: Path) -> Path:
+    """fp32 ONNX of :func:`untrained_model` ``arch``, converted with the export's
+    ``export.convert.to_onnx``."""
+    import onnx
+
+    model = untrained_model(arch, images)
     path = work / f"{arch}-untrained" / "model_fp32.onnx"
     path.parent.mkdir()
     onnx.save(convert.to_onnx(model), path)

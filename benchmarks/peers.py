@@ -131,7 +131,8 @@ def _macs(name: str) -> int | None:
 
 
 def compare(paths: list[Path], images: np.ndarray, *, rounds: int = 20, calls: int = 200,
-            warmup: int = 50, peak: dict | None = None) -> dict:
+            warmup: int = 50, peak: dict | None = None,
+            only: set[str] | None = None) -> dict:
     """Interleaved batch-1 latency of every peer of every model.
 
     Args:
@@ -141,11 +142,13 @@ def compare(paths: list[Path], images: np.ndarray, *, rounds: int = 20, calls: i
         calls: calls per peer per round.
         warmup: untimed calls per peer before the first round.
         peak: ``{"int8": GMAC/s, "fp32": GMAC/s}`` (benchmarks/peak.py) for ``x_bound``.
+        only: run only these peers (``None``: all of :data:`PEERS`).
 
     Returns:
         ``{"rows": [...], "skipped": {peer: reason}, "failed": [{model, peer, error}]}``;
         a row has ``model``, ``peer``,
-        ``p50_us``, ``p99_us`` (microseconds), ``ratio`` (p50 over the fastest peer's),
+        ``p50_us``, ``p99_us`` (microseconds), ``round_p50_us`` (each round's p50),
+        ``ratio`` (p50 over the fastest peer's),
         ``ratio_paired`` (the median over rounds of that ratio within each round) and, with
         ``peak``, ``bound_us`` and ``x_bound``.
 
@@ -157,6 +160,8 @@ def compare(paths: list[Path], images: np.ndarray, *, rounds: int = 20, calls: i
         if path.suffix not in PEERS:
             raise ValueError(f"{path}: peers compares .tflite and .onnx files")
         for peer, make in PEERS[path.suffix].items():
+            if only is not None and peer not in only:
+                continue
             try:
                 call, inputs = make(path, images)
             except ImportError as exc:
@@ -184,7 +189,8 @@ def compare(paths: list[Path], images: np.ndarray, *, rounds: int = 20, calls: i
         us = np.asarray(times) * 1e6
         per_round[str(path), peer] = np.median(us.reshape(rounds, calls), axis=1)
         rows.append({"model": str(path), "peer": peer, "p50_us": float(np.median(us)),
-                     "p99_us": float(np.percentile(us, 99)), "calls": len(us)})
+                     "p99_us": float(np.percentile(us, 99)), "calls": len(us),
+                     "round_p50_us": [round(float(v), 2) for v in per_round[str(path), peer]]})
     for path in paths:
         mine = [r for r in rows if r["model"] == str(path)]
         fastest = min(mine, key=lambda r: r["p50_us"])

@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.tf
 
-ARCHS = ["mlp", "cnn", "resnet20", "resnet8", "mobilenetv2", "resnet50", "vgg16"]
+ARCHS = ["mlp", "cnn", "resnet20", "resnet8", "edgecnn", "mobilenetv2", "resnet50", "vgg16"]
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,17 @@ def test_resnet20_is_he_et_als_cifar_network(arch_module):
 def test_resnet8_is_an_edge_model(arch_module):
     model = arch_module.build("resnet8")
     assert model.count_params() <= 100_000  # int8 weights under 100 KB with room for metadata
+
+
+def test_edgecnn_is_within_the_edge_budget(arch_module, bench_script):
+    """Issue #16's edge model: at most 10 MMAC per image and few enough parameters for an
+    int8 TFLite under 100 KB; its first convolution halves the resolution."""
+    model = arch_module.build("edgecnn")
+    assert model.name == "edgecnn"
+    assert bench_script("zoo").count_macs(model) <= 10_000_000
+    assert model.count_params() <= 90_000
+    assert model.get_layer("conv1_1").output_shape[1:3] == (14, 14)
+    assert model.get_layer("gap").input_shape[1:] == (7, 7, 64)
 
 
 def test_distillation_fit_runs_and_records_its_teacher(data_dir, tmp_path):

@@ -73,7 +73,7 @@ def build_mlp(*, hidden: tuple[int, ...] = (512, 128), dropout: float = 0.2,
 
 
 def build_cnn(*, widths: tuple[int, ...] = (32, 64, 128), dropout: float = 0.3,
-              l2: float = 0.0) -> keras.Model:
+              l2: float = 0.0, stem_stride: int = 1, name: str = "cnn") -> keras.Model:
     """Compact edge CNN (fmnist-edge's own design), about 290K parameters.
 
     Three VGG-style stages of two 3x3 Conv2D + BatchNorm + ReLU each (28x28, 14x14, 7x7),
@@ -83,9 +83,12 @@ def build_cnn(*, widths: tuple[int, ...] = (32, 64, 128), dropout: float = 0.3,
     per-tensor quantization (Krishnamoorthi 2018, arXiv:1806.08342, sec. 3).
 
     Args:
-        widths: filters of the three stages.
+        widths: filters of the stages.
         dropout: dropout rate before the classifier.
         l2: L2 penalty on conv/dense kernels (0 disables it).
+        stem_stride: stride of the first convolution: 2 runs the first stage at 14x14
+            (the 28x28 layers dominate batch-1 latency at small widths).
+        name: model name.
     """
     reg = keras.regularizers.L2(l2) if l2 > 0 else None
     inputs = _input()
@@ -94,17 +97,19 @@ def build_cnn(*, widths: tuple[int, ...] = (32, 64, 128), dropout: float = 0.3,
         if stage > 1:
             x = layers.MaxPooling2D(2, name=f"pool{stage - 1}")(x)
         for j in (1, 2):
-            name = f"conv{stage}_{j}"
-            x = layers.Conv2D(width, 3, padding="same", use_bias=False,
-                              kernel_regularizer=reg, name=name)(x)
-            x = layers.BatchNormalization(name=f"{name}_bn")(x)
-            x = layers.ReLU(name=f"{name}_relu")(x)
+            tag = f"conv{stage}_{j}"
+            stride = stem_stride if (stage, j) == (1, 1) else 1
+            x = layers.Conv2D(width, 3, strides=stride, padding="same", use_bias=False,
+                              kernel_regularizer=reg, name=tag)(x)
+            x = layers.BatchNormalization(name=f"{tag}_bn")(x)
+            x = layers.ReLU(name=f"{tag}_relu")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inputs, _logits(x, dropout), name="cnn")
+    return keras.Model(inputs, _logits(x, dropout), name=name)
 
 
 def build_resnet(*, blocks: int = 3, widths: tuple[int, ...] = (16, 32, 64),
-                 dropout: float = 0.0, l2: float = 0.0, name: str = "resnet20") -> keras.Model:
+                 dropout: float = 0.0, l2: float = 0.0, name: str = "resnet20",
+                 stem_stride: int = 1) -> keras.Model:
     """CIFAR-style ResNet (He et al. 2016, "Deep Residual Learning for Image Recognition",
     arXiv:1512.03385, sec. 4.2) on 28x28 input: a 3x3 convolution, then three stages of
     ``blocks`` basic blocks (two 3x3 Conv2D + BatchNorm, ReLU) with ``widths`` filters, the
@@ -119,6 +124,7 @@ def build_resnet(*, blocks: int = 3, widths: tuple[int, ...] = (16, 32, 64),
         dropout: dropout rate before the classifier.
         l2: L2 penalty on conv/dense kernels (0 disables it).
         name: model name.
+        stem_stride: stride of the stem convolution (2: stages at 14, 7 and 4 pixels).
     """
     reg = keras.regularizers.L2(l2) if l2 > 0 else None
 
@@ -129,7 +135,7 @@ def build_resnet(*, blocks: int = 3, widths: tuple[int, ...] = (16, 32, 64),
 
     inputs = _input()
     x = _fmnist_normalization()(inputs)
-    x = layers.ReLU(name="stem_relu")(conv_bn(x, widths[0], 3, 1, "stem"))
+    x = layers.ReLU(name="stem_relu")(conv_bn(x, widths[0], 3, stem_stride, "stem"))
     for stage, width in enumerate(widths, start=1):
         for block in range(1, blocks + 1):
             stride = 2 if stage > 1 and block == 1 else 1
