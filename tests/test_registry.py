@@ -142,3 +142,20 @@ def test_explain_covers_every_architecture(arch_module, name, test_split):
         assert found.method == "saliency" and found.first_stage is None
     else:
         assert found.method == "gradcam" and found.last_stage.ndim == 4
+
+
+def test_edge_candidates_converts_a_candidate_untrained(bench_script, test_split, tmp_path):
+    """benchmarks/edge_candidates.py: a spec parses into registry name and builder
+    arguments, and a candidate becomes an int8 TFLite and an int8 ONNX with its MACs."""
+    script = bench_script("edge_candidates")
+    assert script.parse("edgecnn") == ("edgecnn", "edgecnn", {})
+    assert script.parse("half=cnn:widths=16,32,64;stem_stride=2") == (
+        "half", "cnn", {"widths": (16, 32, 64), "stem_stride": 2})
+    with pytest.raises(ValueError, match="KEY=INT"):
+        script.parse("cnn:widths=wide")
+    images = test_split[0][:200]
+    record = script.convert("edge", "edgecnn", {}, images, images[:50], tmp_path)
+    tflite, onnx_file = record["files"]
+    assert tflite.is_file() and onnx_file.is_file()
+    assert 4_000_000 < record["macs_per_image"] <= script.MAX_MACS
+    assert record["tflite_int8_bytes"] <= script.MAX_TFLITE_BYTES
