@@ -7,7 +7,7 @@ disk) and a 24 Mpx (6000x4000) JPEG phone photo, plus a 400x533 photo as the bas
 Peak RSS is the child's ``ru_maxrss``.
 
     python benchmarks/predict_memory.py --exe .venv/bin/fmnist-edge \\
-        --out benchmarks/results/predict_memory.json
+        --out benchmarks/results/predict_memory_<cpu>.json
 """
 
 from __future__ import annotations
