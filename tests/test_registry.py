@@ -159,3 +159,18 @@ def test_edge_candidates_converts_a_candidate_untrained(bench_script, test_split
     assert tflite.is_file() and onnx_file.is_file()
     assert 4_000_000 < record["macs_per_image"] <= script.MAX_MACS
     assert record["tflite_int8_bytes"] <= script.MAX_TFLITE_BYTES
+
+
+def test_conv_cost_probe_differs_from_its_baseline_by_one_convolution(bench_script, tmp_path,
+                                                                      test_split):
+    from fmnist_edge.export import convert
+
+    script = bench_script("conv_cost")
+    with_conv, baseline = script.probe(8, 16), script.probe(8, None)
+    convs = [[layer.kernel.shape for layer in m.layers if layer.__class__.__name__ == "Conv2D"]
+             for m in (with_conv, baseline)]
+    assert convs[0] == convs[1] + [(3, 3, 8, 16)]
+    path = tmp_path / "probe.tflite"
+    path.write_bytes(convert.to_tflite(with_conv, "int8", test_split[0][:20]))
+    (us,) = script.time_files([path], rounds=2, calls=3)
+    assert us > 0
