@@ -6,7 +6,6 @@ import concurrent.futures
 import dataclasses
 import glob
 import io
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from PIL import Image
 from fmnist_edge.contract import LABELS, softmax, top_classes
 from fmnist_edge.preprocess import MAX_PIXELS, SEGMENTS, ImageError, Prepared, load_image
 from fmnist_edge.provenance import installed
-from fmnist_edge.runtime import Runtime
+from fmnist_edge.runtime import Runtime, usable_cores
 
 #: Suffixes picked up when a directory is given (Pillow decodes these).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -64,24 +63,16 @@ class Failure:
     top_k: list = field(default_factory=list)
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (``taskset``, cgroup CPU sets), not the machine's
-    count: conversion workers beyond them only take turns on the same cores."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):  # macOS, Windows: no affinity API
-        return os.cpu_count() or 1
-
-
 def _litert_installed() -> bool:
     return installed("ai_edge_litert") or installed("tflite_runtime")
 
 
-def default_model() -> Path:
+def default_model(threads: int = PREDICT_THREADS) -> Path:
     """The model shipped inside the package, for the runtime that is installed: the int8
     TFLite with a TFLite interpreter (LiteRT), the int8 ONNX with onnxruntime. With both,
-    the one that runs faster on this machine, measured once and cached
-    (:func:`fmnist_edge.runtime.choice.fastest`): neither is faster on every CPU.
+    the one that runs faster on this machine with ``threads`` inference threads, measured
+    once and cached (:func:`fmnist_edge.runtime.choice.fastest`): neither is faster on every
+    CPU.
 
     Raises:
         ImportError: no inference runtime is installed (names the extras).
@@ -95,7 +86,7 @@ def default_model() -> Path:
     if len(usable) == 2:
         from fmnist_edge.runtime.choice import fastest
 
-        return fastest(usable, threads=PREDICT_THREADS)
+        return fastest(usable, threads=threads)
     if usable:
         return usable[0]
     if not _litert_installed() and not installed("onnxruntime"):
@@ -108,8 +99,9 @@ def default_model() -> Path:
 SHIPPED = {"default-tflite": "default_int8.tflite", "default-onnx": "default_int8.onnx"}
 
 
-def resolve_model(text: str | Path) -> Path:
-    """A model argument -> a model file.
+def resolve_model(text: str | Path, threads: int = PREDICT_THREADS) -> Path:
+    """A model argument -> a model file; where both runtimes could run it, the faster here
+    with ``threads`` inference threads.
 
     Accepts ``default`` (the shipped model for the installed runtime, :func:`default_model`),
     ``default-tflite`` / ``default-onnx``, an export folder (its ``manifest.json`` names the
@@ -125,7 +117,7 @@ def resolve_model(text: str | Path) -> Path:
 
     name = str(text)
     if name == "default":
-        return default_model()
+        return default_model(threads)
     if name in SHIPPED:
         path = MODELS_DIR / SHIPPED[name]
         if not path.is_file():
@@ -145,7 +137,7 @@ def resolve_model(text: str | Path) -> Path:
         if len(int8) == 2:  # both runtimes: the faster here, as for the shipped model
             from fmnist_edge.runtime.choice import fastest
 
-            return fastest(int8, threads=PREDICT_THREADS)
+            return fastest(int8, threads=threads)
         if int8:
             return int8[0]
         fallback = sorted(present, key=lambda fmt: not fmt.endswith("-int8"))
@@ -169,9 +161,9 @@ def load_model(model: str | Path | None = None, *, threads: int | None = None,
     """
     from fmnist_edge.runtime import load
 
-    path = resolve_model(model) if model is not None else default_model()
-    return load(path, num_threads=PREDICT_THREADS if threads is None else threads,
-                verify=verify)
+    threads = PREDICT_THREADS if threads is None else threads
+    path = resolve_model(model, threads) if model is not None else default_model(threads)
+    return load(path, num_threads=threads, verify=verify)
 
 
 def expand_paths(items: list[str | Path]) -> tuple[list[Path], list[Failure]]:

@@ -196,13 +196,22 @@ def test_default_model_is_the_runtime_measured_faster_here_and_the_choice_is_cac
     assert cached["choice"] == "default_int8.onnx" and cached["key"]["models"]
     # measured with the threads predict runs the model with, and keyed by them
     assert cached["key"]["threads"] == cached["threads"] == predict.PREDICT_THREADS
+    # predict --threads N: the choice is measured (and cached) for N threads
+    import fmnist_edge.runtime
+
+    monkeypatch.setattr(fmnist_edge.runtime, "load", lambda path, **_: path)
+    assert predict.load_model(None, threads=2).name == "default_int8.onnx"
+    assert len(calls) == 2
+    assert json.loads(choice.cache_path().read_text())["threads"] == 2
+    predict.default_model()
+    assert len(calls) == 3  # back to one thread: measured again, one cache entry
     # another CPU (or runtime version, or model file) measures again
     monkeypatch.setattr(choice, "machine", lambda: {"cpu": "another CPU", "cores": 1})
     predict.default_model()
-    assert len(calls) == 2
+    assert len(calls) == 4
     # a damaged cache is measured again, never an error
     choice.cache_path().write_text("{not json")
-    assert predict.default_model().name == "default_int8.onnx" and len(calls) == 3
+    assert predict.default_model().name == "default_int8.onnx" and len(calls) == 5
 
 
 def test_default_model_with_one_runtime_needs_no_measurement(monkeypatch):
@@ -279,7 +288,7 @@ def test_predict_loads_its_model_with_one_inference_thread_unless_told():
 def test_conversion_workers_follow_the_cores_the_process_may_use():
     import os
 
-    from fmnist_edge.predict import usable_cores
+    from fmnist_edge.runtime import usable_cores
 
     if not hasattr(os, "sched_setaffinity"):
         pytest.skip("no CPU affinity API on this platform")

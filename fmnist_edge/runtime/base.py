@@ -78,6 +78,15 @@ def batched(images: np.ndarray, max_batch: int, run: Callable[[np.ndarray], np.n
 
 
 #: suffix -> (module, class); each backend imports its library lazily.
+def usable_cores() -> int:
+    """The cores this process may run on (``taskset``, cgroup CPU sets), not the machine's
+    count: threads beyond them only take turns on the same cores."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # macOS, Windows: no affinity API
+        return os.cpu_count() or 1
+
+
 BACKENDS: dict[str, tuple[str, str]] = {
     ".tflite": ("fmnist_edge.runtime.litert", "LiteRTRuntime"),
     ".onnx": ("fmnist_edge.runtime.onnx", "OnnxRuntime"),

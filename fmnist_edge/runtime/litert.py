@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from fmnist_edge.contract import IMAGE_SIZE, check_images
 from fmnist_edge.quiet import quiet_native_stderr
-from fmnist_edge.runtime.base import ModelFileError, batched, check_io
+from fmnist_edge.runtime.base import ModelFileError, batched, check_io, usable_cores
 from fmnist_edge.runtime.card import CARD_KEY, card_for
 from fmnist_edge.runtime.quant import input_quantizer, output_dequantizer
 
@@ -72,7 +71,7 @@ class LiteRTRuntime:
             # LiteRT's own default is one thread; one per core doubled batch-64 throughput
             # here and held up with another process on a core, unlike onnxruntime's pool
             # (benchmarks/results/threads_under_load.json).
-            num_threads = os.cpu_count() or 1
+            num_threads = usable_cores()
         try:
             with quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate"
                 self.interpreter = cls(model_path=str(self.path), num_threads=num_threads)
