@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from fmnist_edge.contract import LABELS, NUM_CLASSES
 from fmnist_edge.metrics import confusion_matrix
-from fmnist_edge.predict import IMAGE_SUFFIXES, Prediction, predict_paths
+from fmnist_edge.predict import Prediction, image_files, predict_paths
 from fmnist_edge.runtime import Runtime
 
 MANIFEST = "manifest.tsv"
@@ -70,9 +70,7 @@ def read_photo_set(folder: str | Path) -> list[LabelledPhoto]:
                 photos.append(LabelledPhoto(folder / row["local_path"], label,
                                             row.get("kind") or "all"))
     else:
-        for path in sorted(folder.rglob("*")):
-            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
+        for path in image_files(folder):
             match = _CLASS_DIR.match(path.parent.name)
             if match and int(match.group(1)) < NUM_CLASSES:
                 photos.append(LabelledPhoto(path, int(match.group(1)), "all"))

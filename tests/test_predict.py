@@ -299,3 +299,27 @@ def test_conversion_workers_follow_the_cores_the_process_may_use():
     finally:
         os.sched_setaffinity(0, cores)
     assert usable_cores() == len(cores)
+
+
+def test_folder_walk_finds_image_files_in_path_order_like_rglob(tmp_path):
+    """predict's folder walk (os.scandir) lists what sorted(rglob) with an is_file() and a
+    suffix test lists: nested folders, any-case suffixes, no other files, no FIFOs, no
+    descent into a symlinked folder (a cycle here)."""
+    import os
+
+    from fmnist_edge.predict import IMAGE_SUFFIXES, image_files
+
+    for name in ("b.png", "a-b.PNG", "a/b.jpg", "a/z/c.webp", "notes.txt", "a/.x.JpEg",
+                 "a b/d.bmp"):
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "a" / "pipe.png")
+    (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    expected = sorted(p for p in tmp_path.rglob("*")
+                      if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    found = image_files(tmp_path)
+    assert found == expected
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
+        "a/.x.JpEg", "a/b.jpg", "a/z/c.webp", "a b/d.bmp", "a-b.PNG", "b.png"]
