@@ -271,6 +271,16 @@ ARCHITECTURES: dict[str, Architecture] = {
         schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1,
         augment=AugmentConfig(shift_px=2, flip=True, erasing_prob=0.3)),
         kwargs={"widths": (32, 64), "stem_stride": 2, "name": "edgecnn"}),
+    # edgecnn with a wider 14x14 stage (48 filters): 87K parameters, 7.3 MMAC, a 97 KB int8
+    # TFLite (under #16's 100 KB) at 0.28x the cnn's LiteRT batch-1 latency (untrained
+    # probe, benchmarks/results/experiments/edge_candidates_xeon_amx.json). Small models
+    # underfit the cnn's regularization (edgecnn: 90.5 % train top-1 under augmentation
+    # against 92.0 % validation), so no dropout and no random erasing.
+    "edgecnn48": Architecture("build_cnn", TrainConfig(
+        arch="edgecnn48", epochs=50, batch_size=256, optimizer="adamw", lr=3e-3,
+        schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1, dropout=0.0,
+        augment=AugmentConfig(shift_px=2, flip=True, erasing_prob=0.0)),
+        kwargs={"widths": (48, 64), "stem_stride": 2, "name": "edgecnn48"}),
     # keras.applications backbones with the input normalisation their ImageNet weights
     # expect (keras.applications `preprocess_input` docs: "tf" scales to [-1, 1], "caffe"
     # subtracts the ImageNet BGR means).
