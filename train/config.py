@@ -273,7 +273,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         kwargs={"widths": (32, 64), "stem_stride": 2, "name": "edgecnn"}),
     # edgecnn with a wider 14x14 stage (48 filters): 87K parameters, 7.3 MMAC, a 97 KB int8
     # TFLite (under #16's 100 KB) at 0.28x the cnn's LiteRT batch-1 latency (untrained
-    # probe, benchmarks/results/experiments/edge_candidates_xeon_amx.json). Small models
+    # probe, benchmarks/results/experiments/edge_candidates_wide_xeon_amx.json). Small models
     # underfit the cnn's regularization (edgecnn: 90.5 % train top-1 under augmentation
     # against 92.0 % validation), so no dropout and no random erasing.
     "edgecnn48": Architecture("build_cnn", TrainConfig(
