@@ -58,6 +58,8 @@ def main() -> None:
                         help="photos timed for the conversion cost (every k-th of the set)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.timing_photos < 1:
+        parser.error(f"--timing-photos must be at least 1, got {args.timing_photos}")
     segments = [s for s in args.segments.split(",") if s]
     photos = read_photo_set(args.photos)
     step = max(1, len(photos) // args.timing_photos)
