@@ -14,18 +14,15 @@ files of a probe taking turns). Weights are untrained: latency does not depend o
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-from fmnist_edge import atomic, data  # noqa: E402
-from fmnist_edge.benchmark import machine  # noqa: E402
-from fmnist_edge.provenance import provenance  # noqa: E402
+from fmnist_edge import atomic, data
+from fmnist_edge.benchmark import machine
+from fmnist_edge.provenance import provenance
 
 #: (input channels, output channels) of the probed convolutions: the cnn's first (1 -> 32)
 #: and second (32 -> 32), narrow stages (8, 16) and the cnn's widest layer at 28x28 scale.

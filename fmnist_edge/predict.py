@@ -172,11 +172,10 @@ def image_files(folder: Path) -> list[Path]:
     path order (sorted by path components, as ``sorted(Path.rglob(...))``).
 
     The walk reads each directory with ``os.scandir``, whose entries know their type without
-    a ``stat`` per file, and sorts on component tuples rather than ``Path`` comparisons:
-    together about a quarter of the time of ``sorted(folder.rglob("*"))`` with an
-    ``is_file()`` per path, which on 5,000 small PNGs was a tenth of ``predict``'s time.
-    Like ``rglob``, it does not descend into symlinked directories (no cycles) and skips
-    directories it may not read."""
+    a ``stat`` per file, and sorts strings split on the separator rather than comparing
+    ``Path`` objects: about a third of the time of ``sorted(folder.rglob("*"))`` with an
+    ``is_file()`` per path. Like ``rglob``, it does not descend into symlinked directories
+    (no cycles) and skips directories it may not read."""
     found: list[str] = []
     pending = [str(folder)]
     while pending:
