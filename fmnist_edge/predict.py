@@ -14,8 +14,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fmnist_edge import segment as segmentation
 from fmnist_edge.contract import LABELS, softmax, top_classes
-from fmnist_edge.preprocess import MAX_PIXELS, SEGMENTS, ImageError, Prepared, load_image
+from fmnist_edge.preprocess import (
+    MAX_PIXELS,
+    SEGMENTS,
+    ImageError,
+    PngDecoder,
+    Prepared,
+    decode_png_opencv,
+    load_image,
+)
 from fmnist_edge.provenance import installed
 from fmnist_edge.runtime import Runtime, usable_cores
 
@@ -36,6 +45,10 @@ CHUNK = 64
 #: and 1.10x on one, and a photo's conversion (GrabCut, ~30 ms) dwarfs the model's batch-1
 #: call either way (benchmarks/results/predict_throughput_xeon_amx.json).
 PREDICT_THREADS = 1
+#: From this many files on, ``predict`` decodes 28x28 grayscale PNGs with OpenCV (when
+#: installed) rather than Pillow: importing OpenCV (25-50 ms here) costs more than its faster
+#: decoding saves on fewer files (:func:`fmnist_edge.preprocess.decode_png_opencv`).
+OPENCV_DECODE_FILES = 1000
 
 
 @dataclass(frozen=True)
@@ -225,6 +238,15 @@ def expand_paths(items: list[str | Path]) -> tuple[list[Path], list[Failure]]:
     return files, failures
 
 
+def png_decoder(files: int) -> PngDecoder | None:
+    """The decoder of 28x28 grayscale PNGs for ``files`` files: OpenCV's when it is
+    installed and either already imported or ``files`` >= :data:`OPENCV_DECODE_FILES`, else
+    ``None`` (Pillow's, :func:`fmnist_edge.preprocess.load_image`)."""
+    if segmentation.available() and ("cv2" in sys.modules or files >= OPENCV_DECODE_FILES):
+        return decode_png_opencv
+    return None
+
+
 def _save_seen(out: Path, path: Path, prepared: Prepared, used: set[str]) -> None:
     """Write ``<stem>.png`` (the 28x28 the model saw) and, when a foreground mask was used,
     ``<stem>.mask.png`` into ``out``; a stem already written in this call gets ``-2``,
@@ -286,6 +308,7 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
     rows: list[Prediction | Failure] = []
     used: set[str] = set()
     save_error: str | None = None
+    decoder = png_decoder(len(files))
 
     def convert_one(path: Path) -> Prepared | ImageError:
         try:
@@ -293,7 +316,7 @@ def predict_paths(items: list[str | Path], runtime: Runtime, *, top_k: int = 1,
                 stream = io.BytesIO(sys.stdin.buffer.read())
                 stream.name = "<stdin>"
                 return load_image(stream, segment, max_pixels=max_pixels)
-            return load_image(path, segment, max_pixels=max_pixels)
+            return load_image(path, segment, max_pixels=max_pixels, png_decoder=decoder)
         except ImageError as exc:
             return exc
 

@@ -82,6 +82,26 @@ def test_predict_throughput_times_each_thread_setting_in_turn(bench_script, test
     assert all(count == 6 and r > 0 for r, count in result.values())
 
 
+def test_predict_breakdown_times_every_stage_per_image(bench_script, test_split, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from fmnist_edge.runtime import load
+
+    script = bench_script("predict_breakdown")
+    for i, image in enumerate(test_split[0][:10]):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    runtime = load(FIXTURES / "mlp_int8.onnx", num_threads=1)
+    stages = script.png_stages(tmp_path, runtime)
+    assert [stage() for stage in stages.values()] == [10] * len(stages)  # every image, once
+    result = script.per_image(stages, rounds=2)
+    assert {"read", "general path", "short path, OpenCV", "predict"} <= set(result)
+    assert all(us > 0 for us in result.values())
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(test_split[0][0]).resize((200, 200)).convert("RGB").save(photo)
+    assert [s() for s in script.photo_stages([photo], runtime).values()] == [1, 1, 1]
+
+
 def test_machine_records_the_best_int8_instructions():
     from fmnist_edge.provenance import int8_isa, machine
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -323,3 +324,13 @@ def test_folder_walk_finds_image_files_in_path_order_like_rglob(tmp_path):
     assert found == expected
     assert [p.relative_to(tmp_path).as_posix() for p in found] == [
         "a/.x.JpEg", "a/b.jpg", "a/z/c.webp", "a b/d.bmp", "a-b.PNG", "b.png"]
+
+
+def test_png_decoder_is_opencv_for_large_folders_when_installed(monkeypatch):
+    from fmnist_edge import predict, preprocess, segment
+
+    assert predict.png_decoder(predict.OPENCV_DECODE_FILES) is preprocess.decode_png_opencv
+    monkeypatch.delitem(sys.modules, "cv2", raising=False)  # not imported yet: its import
+    assert predict.png_decoder(predict.OPENCV_DECODE_FILES - 1) is None  # costs more
+    monkeypatch.setattr(segment, "available", lambda: False)
+    assert predict.png_decoder(10 * predict.OPENCV_DECODE_FILES) is None

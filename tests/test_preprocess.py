@@ -155,3 +155,80 @@ def test_exif_orientation_survives_reduced_decoding(tmp_path, suffix):
     assert max(img.size) < 2 * preprocess.DECODE_EDGE
     top = np.asarray(img.convert("L"))[: img.height // 10]
     assert top.mean() < 60  # rotating 90 degrees clockwise put the dark band on top
+
+
+def _general(path) -> preprocess.Prepared:
+    """The general path alone: Pillow's decode, then the conversion."""
+    return preprocess.convert(preprocess.open_image(path))
+
+
+@pytest.mark.parametrize("decoder", [None, preprocess.decode_png_pillow,
+                                     preprocess.decode_png_opencv])
+def test_short_path_for_28x28_pngs_matches_the_general_path(test_split, tmp_path, decoder,
+                                                            monkeypatch):
+    """Real test images saved as PNGs take the short path with either decoder and come out
+    exactly as the general path makes them; every other small file is left to it."""
+    images = test_split[0][:200]
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    opened = []
+    real_open = preprocess.open_image
+    monkeypatch.setattr(preprocess, "open_image",
+                        lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    for i, image in enumerate(images):
+        out = preprocess.load_image(tmp_path / f"{i}.png", png_decoder=decoder)
+        assert out.passthrough and out.segment == ""
+        np.testing.assert_array_equal(out.pixels, image)
+    assert opened == []  # none went the general path
+    # A light background, colour, 16 bits, another size, an EXIF orientation: general path.
+    light = 255 - images[0]
+    exif = Image.Exif()
+    exif[0x0112] = 3  # upside down
+    variants = {"light.png": (Image.fromarray(light), {}),
+                "rgb.png": (Image.fromarray(images[1]).convert("RGB"), {}),
+                "deep.png": (Image.fromarray(images[2].astype(np.uint16) * 257), {}),
+                "wide.png": (Image.fromarray(np.zeros((28, 30), np.uint8)), {}),
+                "turned.png": (Image.fromarray(images[3]), {"exif": exif.tobytes()})}
+    for name, (img, kwargs) in variants.items():
+        img.save(tmp_path / name, **kwargs)
+        opened.clear()
+        out = preprocess.load_image(tmp_path / name, png_decoder=decoder)
+        assert len(opened) == 1, name
+        expected = _general(tmp_path / name)
+        np.testing.assert_array_equal(out.pixels, expected.pixels)
+        assert out.passthrough == expected.passthrough
+    np.testing.assert_array_equal(preprocess.load_image(tmp_path / "turned.png").pixels,
+                                  images[3][::-1, ::-1])
+
+
+@pytest.mark.parametrize("decoder", [preprocess.decode_png_pillow,
+                                     preprocess.decode_png_opencv])
+def test_damaged_28x28_pngs_name_the_file_and_print_nothing(test_split, tmp_path, decoder,
+                                                           capfd):
+    """A truncated file and flipped bytes anywhere in a 28x28 PNG: the file check sends them
+    to the general path, which names the file; no decoder prints to stderr."""
+    buf = io.BytesIO()
+    Image.fromarray(test_split[0][0]).save(buf, "PNG")
+    data = buf.getvalue()
+    damaged = {"cut.png": data[: len(data) // 2]}
+    for pos in (20, 40, 60, len(data) // 2, len(data) - 14):
+        flipped = bytearray(data)
+        flipped[pos] ^= 0x55
+        damaged[f"flip{pos}.png"] = bytes(flipped)
+    for name, content in damaged.items():
+        assert not preprocess.is_gray_png_28(content), name
+        (tmp_path / name).write_bytes(content)
+        try:
+            preprocess.load_image(tmp_path / name, png_decoder=decoder)
+        except ImageError as exc:
+            assert name in str(exc)
+    # Pillow decodes some flipped bytes without noticing (in a chunk it ignores); it never
+    # raises anything but ImageError, and nothing reaches stderr.
+    assert capfd.readouterr().err == ""
+
+
+def test_short_path_keeps_max_pixels(test_split, tmp_path):
+    path = tmp_path / "small.png"
+    Image.fromarray(test_split[0][0]).save(path)
+    with pytest.raises(ImageError, match="max-pixels 100"):
+        preprocess.load_image(path, max_pixels=100)
