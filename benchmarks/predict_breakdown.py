@@ -42,8 +42,13 @@ from predict_throughput import pin
 from fmnist_edge import atomic, data
 from fmnist_edge.benchmark import machine
 from fmnist_edge.predict import CHUNK, image_files, load_model, png_decoder, predict_paths
-from fmnist_edge.preprocess import (convert, decode_png_opencv, decode_png_pillow, load_image,
-                                    open_image)
+from fmnist_edge.preprocess import (
+    convert,
+    decode_png_opencv,
+    decode_png_pillow,
+    load_image,
+    open_image,
+)
 from fmnist_edge.provenance import provenance
 
 BATCHES = (1, 8, CHUNK, 256)

@@ -380,9 +380,9 @@ def decode_png_pillow(data: bytes) -> np.ndarray | None:
 
 
 def decode_png_opencv(data: bytes) -> np.ndarray | None:
-    """As :func:`decode_png_pillow`, decoded by OpenCV's ``imdecode`` (libpng, about half
-    the time of Pillow's per-file overhead on a 28x28 PNG:
-    benchmarks/results/predict_breakdown_xeon_amx.json). Requires OpenCV."""
+    """As :func:`decode_png_pillow`, decoded by OpenCV's ``imdecode`` (libpng): the short
+    path took 73.6 us per 28x28 PNG with it and 155.3 us with Pillow, side by side on one
+    core (benchmarks/results/predict_breakdown_xeon_amx.json). Requires OpenCV."""
     import cv2
 
     try:
@@ -414,7 +414,8 @@ def load_image(path: str | Path | BinaryIO, segment: str | None = None, *,
     A small file (:data:`SMALL_FILE_BYTES`) is read in one call; when it is a 28x28 8-bit
     grayscale PNG with a dark background (:func:`is_gray_png_28`), its pixels are the result
     (a passthrough, as :func:`convert` would find) without the general path's per-file work
-    (about 3x the decode itself on a 28x28 PNG). Anything else goes the general path.
+    (185.9 us per image against 73.6 with OpenCV's decoder, side by side on one core:
+    benchmarks/results/predict_breakdown_xeon_amx.json). Anything else goes the general path.
 
     Args:
         path: an image file, or an open binary stream named by its ``name``.
