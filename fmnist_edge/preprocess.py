@@ -392,7 +392,7 @@ def decode_png_opencv(data: bytes) -> np.ndarray | None:
     return gray if gray is not None and gray.ndim == 2 and gray.dtype == np.uint8 else None
 
 
-def _read_small(path: Path) -> bytes | None:
+def _read_small(path: str | Path) -> bytes | None:
     """The bytes of a regular file of at most :data:`SMALL_FILE_BYTES`; ``None`` for any
     other path (missing, a folder or device, larger, unreadable: the general path reports
     those with its own message)."""
@@ -431,7 +431,7 @@ def load_image(path: str | Path | BinaryIO, segment: str | None = None, *,
         ImageError: the file cannot be decoded (names the file and the reason).
     """
     if isinstance(path, (str, Path)) and max_pixels >= IMAGE_SIZE * IMAGE_SIZE:
-        data = _read_small(Path(path))
+        data = _read_small(path)
         if data is not None and is_gray_png_28(data):
             gray = (png_decoder or decode_png_pillow)(data)
             if gray is not None and gray.shape == (IMAGE_SIZE, IMAGE_SIZE) \
