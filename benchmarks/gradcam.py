@@ -21,9 +21,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     from fmnist_edge.train.explain import explain, peak_inside_object
-    from fmnist_edge.train.keras_shim import keras
+    from fmnist_edge.train.keras_shim import load_model
 
-    model = keras.models.load_model(runs.resolve_model(args.run), compile=False)
+    model = load_model(runs.resolve_model(args.run))
     images, labels = data.load_split("test", args.data_dir)
     images, labels = images[:args.images], labels[:args.images]
     found = explain(model, images)

@@ -39,10 +39,10 @@ def main() -> None:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     from fmnist_edge.export import compress, convert
     from fmnist_edge.export.config import ExportConfig
-    from fmnist_edge.train.keras_shim import keras
+    from fmnist_edge.train.keras_shim import load_model
 
     cfg = ExportConfig()
-    model = keras.models.load_model(args.run / "model.keras", compile=False)
+    model = load_model(args.run / "model.keras")
     keep = compress.end_layers(model) if cfg.keep_ends_dense else ()
     targets = compress.layer_sparsities(model, cfg.sparsity, keep, cfg.sparsity_allocation)
     for layer in model.layers:

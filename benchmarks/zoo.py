@@ -66,7 +66,7 @@ def measure(run: Path, *, runs: int, data_dir: Path | None, batch_runs: int = 30
     ``runs`` timed calls at batch 1 (p50 latency) and ``batch_runs`` at batch 256
     (throughput, img/s), each after 10 untimed calls; a VGG16 batch of 256 takes seconds."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    from fmnist_edge.train.keras_shim import keras
+    from fmnist_edge.train.keras_shim import load_model
 
     layout = Run(run)
     config = json.loads(layout.config.read_text())
@@ -75,7 +75,7 @@ def measure(run: Path, *, runs: int, data_dir: Path | None, batch_runs: int = 30
     manifest = json.loads(export.manifest.read_text())
     files = {name: export.root / a["file"] for name, a in manifest["artifacts"].items()
              if name in ARTIFACT_FORMATS}
-    model = keras.models.load_model(layout.model, compile=False)
+    model = load_model(layout.model)
     bench = [benchmark(list(files.values()), batch_sizes=(batch,), threads=(1,), runs=n,
                        warmup=10, data_dir=data_dir)
              for batch, n in ((1, runs), (256, batch_runs))]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fmnist_edge.runtime import ModelFileError
 from fmnist_edge.runtime.base import check_io
-from fmnist_edge.train.keras_shim import keras
+from fmnist_edge.train.keras_shim import keras, load_model
 
 
 def saved_keras_version(path: Path) -> str | None:
@@ -36,7 +36,7 @@ def load_keras(path: Path) -> keras.Model:
             "and save the model with `import tf_keras as keras` (or train it with "
             "`fmnist-edge train`), then export that file")
     try:
-        model = keras.models.load_model(path, compile=False)
+        model = load_model(path)
     except Exception as exc:  # Keras raises many types for bad archives
         raise ModelFileError(f"{path}: not a readable Keras model ({exc}); "
                              "train again or pass another run") from exc

@@ -314,7 +314,7 @@ def explain(
     try:
         from fmnist_edge.train import plots
         from fmnist_edge.train.explain import explain as run_explain
-        from fmnist_edge.train.keras_shim import keras
+        from fmnist_edge.train.keras_shim import load_model
     except ImportError as exc:
         _fail(f"explain needs TensorFlow ({exc}): pip install \"fmnist-edge[train]\"")
     try:
@@ -322,7 +322,7 @@ def explain(
         if path.suffix != ".keras":
             raise RunError(f"--model {model}: explain needs a run folder or .keras file, not "
                            f"{path.suffix or 'a folder'} (gradients come from the Keras model)")
-        keras_model = keras.models.load_model(path, compile=False)
+        keras_model = load_model(path)
     except RunError as exc:
         _fail(str(exc))
     except Exception as exc:  # Keras' own errors for unreadable archives

@@ -218,7 +218,7 @@ def test_mirrored_strategy_on_two_logical_cpus(data_dir, tmp_path):
     assert int(replicas) == 2 and float(accuracy) > 0.7
 
 
-def test_mixed_precision_trains(data_dir, tmp_path):
+def test_mixed_precision_trains_and_loads_as_float32(data_dir, test_split, tmp_path):
     from fmnist_edge.train import trainer
     from fmnist_edge.train.config import recipe
 
@@ -226,6 +226,21 @@ def test_mixed_precision_trains(data_dir, tmp_path):
     result = trainer.train(config, data_dir=data_dir, runs_dir=tmp_path, verbose=0)
     assert result.metrics["precision_policy"] in ("mixed_bfloat16", "mixed_float16")
     assert result.metrics["top1_accuracy"] > 0.7
+    # The saved model keeps its mixed policy; loading it gives the float32 model, which the
+    # TFLite converter takes (a bfloat16 graph it rejects) and which computes as the saved one.
+    from fmnist_edge.export import convert
+    from fmnist_edge.train.keras_shim import keras, load_model
+
+    path = result.run_dir / "model.keras"
+    saved = keras.models.load_model(path, compile=False)
+    assert "bfloat16" in {layer.compute_dtype for layer in saved.layers} or \
+        "float16" in {layer.compute_dtype for layer in saved.layers}
+    model = load_model(path)
+    assert {layer.compute_dtype for layer in model.layers} == {"float32"}
+    x = test_split[0][:256, ..., None].astype(np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), saved.predict(x, verbose=0),
+                               atol=0.5)  # bfloat16 keeps 8 bits of mantissa
+    assert len(convert.to_tflite(model, "fp32")) > 0
     # The policy does not leak into the next (float32) run.
     config = recipe("mlp", epochs=1, train_limit=1000, val_size=200)
     result = trainer.train(config, data_dir=data_dir, runs_dir=tmp_path, verbose=0)

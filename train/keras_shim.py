@@ -26,4 +26,41 @@ with quiet_native_stderr():  # oneDNN / CUDA notes printed before absl logging e
 
     tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, once
 
-__all__ = ["tf", "keras"]
+__all__ = ["tf", "keras", "float32_model", "load_model"]
+
+
+def _mixed(model: keras.Model) -> bool:
+    return any(_mixed(layer) if isinstance(layer, keras.Model)
+               else layer.dtype_policy.name != "float32" for layer in model.layers)
+
+
+def float32_model(model: keras.Model) -> keras.Model:
+    """``model``, computing in float32.
+
+    A model trained with ``--mixed-precision`` keeps its layers' policy when saved
+    (``mixed_bfloat16``: bfloat16 compute over float32 variables, Keras' mixed precision
+    guide), and the TFLite and ONNX converters reject its bfloat16 graph. Such a model is
+    rebuilt layer by layer (nested models too) as float32 layers and given the same
+    weights, which are float32 already: evaluation, export and distillation then see the
+    float model. A float32 model is returned as it is.
+    """
+    if not _mixed(model):
+        return model
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return float32_model(layer)
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def load_model(path) -> keras.Model:
+    """A saved ``.keras`` model (not compiled), computing in float32 (:func:`float32_model`).
+
+    Raises:
+        whatever ``keras.models.load_model`` raises for an unreadable file.
+    """
+    return float32_model(keras.models.load_model(path, compile=False))

@@ -26,7 +26,7 @@ from fmnist_edge.train import architectures, plots
 from fmnist_edge.train.callbacks import BestCheckpoint, HistoryWriter
 from fmnist_edge.train.config import TrainConfig, builder_kwargs
 from fmnist_edge.train.dataset import make_dataset
-from fmnist_edge.train.keras_shim import keras, tf
+from fmnist_edge.train.keras_shim import keras, load_model, tf
 from fmnist_edge.train.schedules import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def load_teachers(spec: str) -> list[keras.Model]:
     teachers = []
     for item in (part.strip() for part in spec.split(",") if part.strip()):
         path = runs.resolve_model(item)
-        model = keras.models.load_model(path, compile=False)
+        model = load_model(path)
         if model.output_shape != (None, 10):
             raise ValueError(f"--teacher {item}: outputs {model.output_shape}, not (None, 10)")
         model.trainable = False
@@ -237,7 +237,7 @@ def fit(model: keras.Model, config: TrainConfig, splits: Splits, run_dir: Path, 
         raise TrainingInterrupted(run_dir) from None
     if not reload:
         return model
-    return keras.models.load_model(model_path, compile=False)
+    return load_model(model_path)
 
 
 def predict_logits(model: keras.Model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -356,7 +356,7 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     with strategy.scope():
         model = architectures.build(config.arch, **kwargs)
         fit(model, config, splits, run_dir, verbose=verbose, reload=False)
-    best = keras.models.load_model(runs.Run(run_dir).model, compile=False)
+    best = load_model(runs.Run(run_dir).model)
     # A resumed run also counts the epochs its earlier segments completed.
     train_time = time.perf_counter() - start + sum(h["epoch_time_s"] for h in earlier)
     history = runs.read_json(history_path, [])

@@ -17,7 +17,7 @@ class KerasRuntime:
     def __init__(self, path: str | Path, *, num_threads: int | None = None):
         self.path = Path(path)
         try:
-            from fmnist_edge.train.keras_shim import keras, tf
+            from fmnist_edge.train.keras_shim import load_model, tf
         except ImportError as exc:
             raise ImportError(f"{self.path}: .keras models need TensorFlow: "
                               'pip install "fmnist-edge[train]"') from exc
@@ -27,7 +27,7 @@ class KerasRuntime:
             except RuntimeError:
                 pass  # already initialised: keep the process-wide setting
         try:
-            self.model = keras.models.load_model(self.path, compile=False)
+            self.model = load_model(self.path)
         except Exception as exc:  # Keras raises a zoo of types for bad archives
             raise ModelFileError(f"{self.path}: not a readable Keras model ({exc}); "
                                  "re-export or re-train it") from exc
