@@ -80,9 +80,9 @@ class TrainConfig:
         distribute: ``none``, ``mirrored`` (tf.distribute.MirroredStrategy, the devices of
             one machine) or ``multiworker`` (tf.distribute.MultiWorkerMirroredStrategy over
             the machines that ``$TF_CONFIG`` lists; the chief writes the run folder).
-        mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU (AMX runs bfloat16
-            convolutions). The saved model is evaluated, exported and used as a teacher
-            in float32 (:func:`fmnist_edge.train.keras_shim.float32_model`).
+        mixed_precision: mixed_float16 on GPU, mixed_bfloat16 on CPU. The saved model is
+            evaluated, exported and used as a teacher in float32
+            (:func:`fmnist_edge.train.keras_shim.float32_model`).
         class_split: the CNN seed's two-stage recipe (classes 0-4, then a new head on 5-9).
         photo_augment: fraction (0-1) of each training batch taken from the photo pool
             (:mod:`fmnist_edge.train.photo_pool`: training images rendered as phone photos
