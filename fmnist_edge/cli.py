@@ -183,7 +183,14 @@ def train(
         if resume is not None:
             if arch is not None:
                 _fail("give either ARCH or --resume RUN, not both")
-            result = trainer.resume(resume, data_dir=data_dir, verbose=verbose)
+            given = [f"--{k.replace('_', '-')}" for k, v in options.items()
+                     if v is not None and k != "mixed_precision"]
+            if given:
+                _fail(f"--resume {resume} continues the run's recipe (its config.json): drop "
+                      f"{', '.join(given)}; only --mixed-precision/--no-mixed-precision may "
+                      "change, for the remaining epochs")
+            result = trainer.resume(resume, data_dir=data_dir, verbose=verbose,
+                                    mixed_precision=options.get("mixed_precision"))
         else:
             if arch is None:
                 _fail(f"missing ARCH ({', '.join(ARCHITECTURES)}) or --resume RUN")

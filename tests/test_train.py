@@ -159,7 +159,11 @@ def test_sigterm_leaves_resumable_state_and_resume_finishes(data_dir, tmp_path):
 
     from fmnist_edge.cli import app
 
-    result = CliRunner().invoke(app, ["train", "--resume", str(run),
+    refused = CliRunner().invoke(app, ["train", "--resume", str(run), "--epochs", "9",
+                                       "--data-dir", str(data_dir)])
+    assert refused.exit_code != 0 and "drop --epochs" in refused.output
+    # The remaining epochs in mixed precision: the recipe stays, each segment says its policy.
+    result = CliRunner().invoke(app, ["train", "--resume", str(run), "--mixed-precision",
                                       "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
     epochs = [h["epoch"] for h in json.loads(history.read_text())]
@@ -172,6 +176,9 @@ def test_sigterm_leaves_resumable_state_and_resume_finishes(data_dir, tmp_path):
     # one provenance record per segment, the first from the interrupted process
     assert len(metrics["segments"]) == 2
     assert "train mlp --epochs 6" in metrics["segments"][0]["command"]
+    assert [seg["precision_policy"] for seg in metrics["segments"]] == ["float32",
+                                                                       "mixed_bfloat16"]
+    assert json.loads((run / "config.json").read_text())["mixed_precision"] is True
     earlier = sum(h["epoch_time_s"] for h in json.loads(history.read_text())[:done])
     assert metrics["train_time_s"] > earlier + sum(
         h["epoch_time_s"] for h in json.loads(history.read_text())[done:])

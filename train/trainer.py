@@ -8,6 +8,7 @@ state (tf_keras BackupAndRestore) and ``state.json`` the status.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -350,7 +351,7 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     state_path = runs.Run(run_dir).state
     segments = (runs.read_json(state_path, {}).get("segments", [])
                 if earlier and state_path.is_file() else [])
-    segments.append(provenance())
+    segments.append({**provenance(), "precision_policy": policy})
     atomic.write_json(runs.Run(run_dir).config, config.to_dict())
     write_state(run_dir, "training", segments=segments)
     with strategy.scope():
@@ -402,9 +403,15 @@ def _train_worker(config: TrainConfig, splits: Splits, kwargs: dict, strategy,
     return TrainResult(own, {"worker": True}, time.perf_counter() - start)
 
 
-def resume(run_dir: str | Path, *, data_dir: str | Path | None = None,
-           verbose: int = 1) -> TrainResult:
-    """Continue an interrupted run from its last completed epoch.
+def resume(run_dir: str | Path, *, data_dir: str | Path | None = None, verbose: int = 1,
+           mixed_precision: bool | None = None) -> TrainResult:
+    """Continue an interrupted run from its last completed epoch, with its recipe.
+
+    Args:
+        mixed_precision: the arithmetic of the remaining epochs (``None``: as before). The
+            recipe does not change, the float32 variables and optimizer state carry over;
+            each segment records its precision policy (``segments`` of ``state.json`` and
+            ``metrics.json``) and ``config.json`` the latest.
 
     Raises:
         fmnist_edge.runs.RunError: not a run folder (no config.json).
@@ -414,4 +421,6 @@ def resume(run_dir: str | Path, *, data_dir: str | Path | None = None,
     if not config_path.is_file():
         raise runs.RunError(f"{run_dir} is not a run folder (no {runs.CONFIG_FILE})")
     config = TrainConfig.read(config_path)
+    if mixed_precision is not None:
+        config = dataclasses.replace(config, mixed_precision=mixed_precision)
     return train(config, data_dir=data_dir, run_dir=run_dir, verbose=verbose)
