@@ -26,9 +26,9 @@ from PIL import Image
 
 from fmnist_edge import atomic, data
 from fmnist_edge.benchmark import machine
-from fmnist_edge.predict import load_model, predict_paths
+from fmnist_edge.predict import PREDICT_THREADS, load_model, predict_paths
 from fmnist_edge.provenance import provenance
-from fmnist_edge.runtime import default_threads, load
+from fmnist_edge.runtime import load
 
 
 def rate(folder: Path, runtime) -> tuple[float, int]:
@@ -94,7 +94,7 @@ def main() -> None:
                                  "images_per_s": r})
                     print(f"{name:26} {cores} core(s), {label:>15} inference threads: "
                           f"{r:7.0f} img/s")
-    atomic.write_json(args.out, {"model": str(model), "predict_threads": default_threads(model),
+    atomic.write_json(args.out, {"model": str(model), "predict_threads": PREDICT_THREADS,
                                  "rows": rows, "machine": machine(),
                                  "provenance": provenance()})
 

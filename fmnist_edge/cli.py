@@ -441,8 +441,7 @@ def predict(
              "(the paper's trim to the corner colour, for studio shots) or none; default "
              "grabcut, or trim without OpenCV.")] = None,
     threads: Annotated[int | None, typer.Option(
-        help="Inference threads; default: one per core under LiteRT, one under onnxruntime "
-             "(conversion runs on every core meanwhile).")] = None,
+        help="Inference threads; default 1: conversion runs on every core.")] = None,
     max_pixels: Annotated[int | None, typer.Option(
         help="Refuse images larger than this many pixels (width x height); default "
              "100,000,000. JPEGs are decoded reduced; a PNG needs about 3 bytes per pixel."

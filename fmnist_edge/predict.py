@@ -26,7 +26,7 @@ from fmnist_edge.preprocess import (
     load_image,
 )
 from fmnist_edge.provenance import installed
-from fmnist_edge.runtime import Runtime, default_threads, usable_cores
+from fmnist_edge.runtime import Runtime, usable_cores
 
 #: Suffixes picked up when a directory is given (Pillow decodes these).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
@@ -38,6 +38,14 @@ NO_RUNTIME = ('no inference runtime is installed: pip install "fmnist-edge[liter
 #: Files converted (on all cores) and classified per model call: bounds the memory of a
 #: large folder while keeping batches large enough for the runtimes.
 CHUNK = 64
+#: Inference threads of ``predict`` unless ``--threads`` is given. Files are converted on
+#: every core while the model classifies (:func:`predict_paths`), so a second inference
+#: thread only competes with conversion: on 5,000 PNGs, taking turns in one run, one thread
+#: classified 1.03x as many images/s as the runtime's default of one per core on two cores
+#: and 1.03x on one, and a photo's conversion (GrabCut, ~30-45 ms) dwarfs the model's batch-1
+#: call either way (benchmarks/results/predict_throughput_xeon_amx.json). Under a busy core
+#: onnxruntime's second thread costs a third of its throughput (threads_under_load.json).
+PREDICT_THREADS = 1
 #: From this many files on, ``predict`` decodes 28x28 grayscale PNGs with OpenCV (when
 #: installed) rather than Pillow: importing OpenCV (25-50 ms here) costs more than its faster
 #: decoding saves on fewer files (:func:`fmnist_edge.preprocess.decode_png_opencv`).
@@ -74,12 +82,12 @@ def _litert_installed() -> bool:
     return installed("ai_edge_litert") or installed("tflite_runtime")
 
 
-def default_model(threads: int | None = None) -> Path:
+def default_model(threads: int = PREDICT_THREADS) -> Path:
     """The model shipped inside the package, for the runtime that is installed: the int8
     TFLite with a TFLite interpreter (LiteRT), the int8 ONNX with onnxruntime. With both,
-    the one that runs faster on this machine with ``threads`` inference threads (``None``:
-    each file's :func:`fmnist_edge.runtime.default_threads`), measured once and cached
-    (:func:`fmnist_edge.runtime.choice.fastest`): neither is faster on every CPU.
+    the one that runs faster on this machine with ``threads`` inference threads, measured
+    once and cached (:func:`fmnist_edge.runtime.choice.fastest`): neither is faster on every
+    CPU.
 
     Raises:
         ImportError: no inference runtime is installed (names the extras).
@@ -106,10 +114,9 @@ def default_model(threads: int | None = None) -> Path:
 SHIPPED = {"default-tflite": "default_int8.tflite", "default-onnx": "default_int8.onnx"}
 
 
-def resolve_model(text: str | Path, threads: int | None = None) -> Path:
+def resolve_model(text: str | Path, threads: int = PREDICT_THREADS) -> Path:
     """A model argument -> a model file; where both runtimes could run it, the faster here
-    with ``threads`` inference threads (``None``: each file's default, as
-    :func:`default_model`).
+    with ``threads`` inference threads.
 
     Accepts ``default`` (the shipped model for the installed runtime, :func:`default_model`),
     ``default-tflite`` / ``default-onnx``, an export folder (its ``manifest.json`` names the
@@ -161,9 +168,7 @@ def load_model(model: str | Path | None = None, *, threads: int | None = None,
 
     Args:
         model: as :func:`resolve_model`; ``None``: :func:`default_model`.
-        threads: inference threads; ``None``: the file's
-            :func:`fmnist_edge.runtime.default_threads` (one per usable core under LiteRT,
-            one under onnxruntime). Files are converted on every core meanwhile.
+        threads: inference threads; ``None``: :data:`PREDICT_THREADS`.
         verify: check the file's sha256 against its card.
 
     Raises:
@@ -171,9 +176,9 @@ def load_model(model: str | Path | None = None, *, threads: int | None = None,
     """
     from fmnist_edge.runtime import load
 
+    threads = PREDICT_THREADS if threads is None else threads
     path = resolve_model(model, threads) if model is not None else default_model(threads)
-    return load(path, num_threads=default_threads(path) if threads is None else threads,
-                verify=verify)
+    return load(path, num_threads=threads, verify=verify)
 
 
 def image_files(folder: Path) -> list[Path]:

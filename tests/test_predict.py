@@ -195,21 +195,17 @@ def test_default_model_is_the_runtime_measured_faster_here_and_the_choice_is_cac
     assert len(calls) == 1  # the second call read the cache
     cached = json.loads(choice.cache_path().read_text())
     assert cached["choice"] == "default_int8.onnx" and cached["key"]["models"]
-    # measured with the threads predict runs each file with, and keyed by them
-    from fmnist_edge.runtime import usable_cores
-
-    assert cached["key"]["threads"] == cached["threads"] == {
-        "default_int8.tflite": usable_cores(), "default_int8.onnx": 1}
+    # measured with the threads predict runs the model with, and keyed by them
+    assert cached["key"]["threads"] == cached["threads"] == predict.PREDICT_THREADS
     # predict --threads N: the choice is measured (and cached) for N threads
     import fmnist_edge.runtime
 
     monkeypatch.setattr(fmnist_edge.runtime, "load", lambda path, **_: path)
     assert predict.load_model(None, threads=2).name == "default_int8.onnx"
     assert len(calls) == 2
-    assert json.loads(choice.cache_path().read_text())["threads"] == {
-        "default_int8.tflite": 2, "default_int8.onnx": 2}
+    assert json.loads(choice.cache_path().read_text())["threads"] == 2
     predict.default_model()
-    assert len(calls) == 3  # back to the defaults: measured again, one cache entry
+    assert len(calls) == 3  # back to one thread: measured again, one cache entry
     # another CPU (or runtime version, or model file) measures again
     monkeypatch.setattr(choice, "machine", lambda: {"cpu": "another CPU", "cores": 1})
     predict.default_model()
@@ -278,20 +274,16 @@ def test_tied_logits_rank_like_argmax(tmp_path):
         assert [i for i, _, _ in row.top_k] == [2, 3, 5, 7, 8, 0, 1, 4, 6, 9]
 
 
-def test_predict_gives_litert_a_thread_per_core_and_onnxruntime_one_unless_told():
-    """predict's inference threads: one per usable core under LiteRT, one under
-    onnxruntime (whose second thread collapses when a core is busy); --threads overrides."""
+def test_predict_loads_its_model_with_one_inference_thread_unless_told():
+    """Conversion runs on every core beside the model, so predict's runtime gets
+    PREDICT_THREADS inference threads; --threads overrides it."""
     pytest.importorskip("onnxruntime")
-    pytest.importorskip("ai_edge_litert")
-    from fmnist_edge.predict import MODELS_DIR, load_model
-    from fmnist_edge.runtime import default_threads, usable_cores
+    from fmnist_edge.predict import PREDICT_THREADS, load_model
 
-    onnx = FIXTURES / "mlp_int8.onnx"
-    assert load_model(onnx).session.get_session_options().intra_op_num_threads == 1
-    assert load_model(onnx, threads=2).session.get_session_options().intra_op_num_threads == 2
-    tflite = MODELS_DIR / "default_int8.tflite"
-    assert load_model(tflite).num_threads == usable_cores() == default_threads(tflite)
-    assert load_model(tflite, threads=1).num_threads == 1
+    model = FIXTURES / "mlp_int8.onnx"
+    default = load_model(model).session.get_session_options()
+    assert default.intra_op_num_threads == PREDICT_THREADS == 1
+    assert load_model(model, threads=2).session.get_session_options().intra_op_num_threads == 2
 
 
 def test_conversion_workers_follow_the_cores_the_process_may_use():

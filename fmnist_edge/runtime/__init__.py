@@ -7,6 +7,6 @@ Every runtime maps ``uint8[N, 28, 28]`` images to ``float32[N, 10]`` logits.
 
 from __future__ import annotations
 
-from fmnist_edge.runtime.base import ModelFileError, Runtime, default_threads, load, usable_cores
+from fmnist_edge.runtime.base import ModelFileError, Runtime, load, usable_cores
 
-__all__ = ["ModelFileError", "Runtime", "default_threads", "load", "usable_cores"]
+__all__ = ["ModelFileError", "Runtime", "load", "usable_cores"]

@@ -77,6 +77,7 @@ def batched(images: np.ndarray, max_batch: int, run: Callable[[np.ndarray], np.n
     return out
 
 
+#: suffix -> (module, class); each backend imports its library lazily.
 def usable_cores() -> int:
     """The cores this process may run on (``taskset``, cgroup CPU sets), not the machine's
     count: threads beyond them only take turns on the same cores."""
@@ -86,19 +87,6 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_threads(path: str | Path) -> int:
-    """The inference threads ``predict`` and the runtime choice give a model file unless
-    told: one per usable core under LiteRT (``.tflite``), one otherwise.
-
-    LiteRT's thread pool holds up when another process takes a core (2.5 % less batch-64
-    throughput with one core busy) and ``predict`` on 5,000 PNGs classified 1.26x as many
-    images/s with two threads as with one on two idle cores; onnxruntime's second thread
-    cost 37 % of its throughput with a core busy (benchmarks/results/threads_under_load.json,
-    predict_throughput_xeon_amx.json)."""
-    return usable_cores() if Path(path).suffix == ".tflite" else 1
-
-
-#: suffix -> (module, class); each backend imports its library lazily.
 BACKENDS: dict[str, tuple[str, str]] = {
     ".tflite": ("fmnist_edge.runtime.litert", "LiteRTRuntime"),
     ".onnx": ("fmnist_edge.runtime.onnx", "OnnxRuntime"),

@@ -8,8 +8,7 @@ are no faster than its fp32 ones and onnxruntime took 593 us against LiteRT's 91
 (benchmarks/results/peers_epyc_avx2.json). So when both runtimes are
 installed, the first :func:`fastest` call times both shipped files in the process (batch
 ``BATCH``, ``ROUNDS`` interleaved rounds of ``CALLS`` calls, with the inference threads
-``predict`` runs them with, :func:`fmnist_edge.runtime.base.default_threads` unless told;
-about 0.2 s) and writes the choice to the user cache, keyed by
+``predict`` runs them with; about 0.2 s) and writes the choice to the user cache, keyed by
 the CPU, the threads, the runtimes' versions and the files' sha256: any change measures
 again.
 An unwritable cache only means measuring again next time.
@@ -43,7 +42,7 @@ def measure(paths: list[Path], *, batch: int = BATCH, calls: int = CALLS,
             rounds: int = ROUNDS, threads: int | None = None) -> dict[str, float]:
     """Median milliseconds per call of ``batch`` seeded random images (latency does not
     depend on content) for each model file, the files taking turns each round, each loaded
-    with ``threads`` inference threads (``None``: its :func:`threads_for`).
+    with ``threads`` inference threads (``None``: the library's default).
 
     Returns:
         ``{file name: ms}``.
@@ -54,8 +53,7 @@ def measure(paths: list[Path], *, batch: int = BATCH, calls: int = CALLS,
     from fmnist_edge.runtime import load
 
     images = np.random.default_rng(0).integers(0, 256, (batch, 28, 28), dtype=np.uint8)
-    runtimes = {path.name: load(path, num_threads=n, verify=False)
-                for path, n in threads_for(paths, threads).items()}
+    runtimes = {path.name: load(path, num_threads=threads, verify=False) for path in paths}
     for runtime in runtimes.values():
         runtime.logits(images)  # warm-up: allocation, first-call setup
     times: dict[str, list[float]] = {name: [] for name in runtimes}
@@ -68,29 +66,19 @@ def measure(paths: list[Path], *, batch: int = BATCH, calls: int = CALLS,
     return {name: float(np.median(t) * 1e3) for name, t in times.items()}
 
 
-def threads_for(paths: list[Path], threads: int | None) -> dict[Path, int]:
-    """Each file's inference threads: ``threads``, or when ``None`` the file's
-    :func:`fmnist_edge.runtime.base.default_threads`."""
-    from fmnist_edge.runtime.base import default_threads
-
-    return {path: threads if threads is not None else default_threads(path) for path in paths}
-
-
 def _key(paths: list[Path], threads: int | None) -> dict:
     from fmnist_edge.runtime.card import file_sha256
 
     described = machine()
-    return {"cpu": described["cpu"], "cores": described["cores"],
-            "threads": {path.name: n for path, n in threads_for(paths, threads).items()},
+    return {"cpu": described["cpu"], "cores": described["cores"], "threads": threads,
             "versions": package_versions(RUNTIMES),
             "models": {path.name: file_sha256(path) for path in paths}}
 
 
 def fastest(paths: list[Path], *, threads: int | None = None) -> Path:
     """The file of ``paths`` (one per runtime) that runs fastest here with ``threads``
-    inference threads (``None``: each its :func:`threads_for`): from the cache when it was
-    measured on this CPU with these threads, runtime versions and files, else measured now
-    (:func:`measure`) and cached.
+    inference threads: from the cache when it was measured on this CPU with these threads,
+    runtime versions and files, else measured now (:func:`measure`) and cached.
 
     Raises:
         ImportError, ModelFileError: a runtime or file that cannot be loaded.
@@ -108,7 +96,7 @@ def fastest(paths: list[Path], *, threads: int | None = None) -> Path:
     choice = min(timings, key=timings.get)
     try:
         atomic.write_json(cache, {"key": key, "choice": choice, "ms_per_call": timings,
-                                  "batch": BATCH, "threads": key["threads"]})
+                                  "batch": BATCH, "threads": threads})
     except OSError:
         pass
     return by_name[choice]

@@ -72,7 +72,6 @@ class LiteRTRuntime:
             # here and held up with another process on a core, unlike onnxruntime's pool
             # (benchmarks/results/threads_under_load.json).
             num_threads = usable_cores()
-        self.num_threads = num_threads
         try:
             with quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate"
                 self.interpreter = cls(model_path=str(self.path), num_threads=num_threads)
