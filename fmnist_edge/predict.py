@@ -40,11 +40,11 @@ NO_RUNTIME = ('no inference runtime is installed: pip install "fmnist-edge[liter
 CHUNK = 64
 #: Inference threads of ``predict`` unless ``--threads`` is given. Files are converted on
 #: every core while the model classifies (:func:`predict_paths`), so a second inference
-#: thread only competes with conversion: on 5,000 PNGs, taking turns in one run, one thread
-#: classified 1.03x as many images/s as the runtime's default of one per core on two cores
-#: and 1.03x on one, and a photo's conversion (GrabCut, ~30-45 ms) dwarfs the model's batch-1
-#: call either way (benchmarks/results/predict_throughput_xeon_amx.json). Under a busy core
-#: onnxruntime's second thread costs a third of its throughput (threads_under_load.json).
+#: thread competes with conversion: on two cores it classified 1.16x as many 28x28 PNGs
+#: (cheap to convert) but no more photos (0.98x: GrabCut), taking turns in one run
+#: (benchmarks/results/predict_throughput_xeon_amx.json); on one core it cost 8 %. Under a
+#: busy core onnxruntime's second thread costs a third of its throughput
+#: (threads_under_load.json).
 PREDICT_THREADS = 1
 #: From this many files on, ``predict`` decodes 28x28 grayscale PNGs with OpenCV (when
 #: installed) rather than Pillow: importing OpenCV (25-50 ms here) costs more than its faster
