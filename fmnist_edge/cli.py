@@ -163,6 +163,10 @@ def train(
     distill_alpha: Annotated[float | None, typer.Option(
         help=_h("Weight of the soft-target loss (1 - alpha: the labels).",
                 "distill_alpha"))] = None,
+    teacher_mixed_precision: Annotated[bool | None, typer.Option(
+        "--teacher-mixed-precision/--no-teacher-mixed-precision",
+        help=_h("Compute the teachers' logits in mixed precision (the student keeps its own).",
+                "teacher_mixed_precision"))] = None,
     resume: Annotated[Path | None, typer.Option(
         help="Continue an interrupted run folder.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go.")] = Path("runs"),

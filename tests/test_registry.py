@@ -82,6 +82,36 @@ def test_distillation_fit_runs_and_records_its_teacher(data_dir, tmp_path):
     assert student.metrics["top1_accuracy"] > 0.3
 
 
+def test_teachers_load_in_float32_or_mixed_precision_and_give_float32_soft_targets(
+        arch_module, test_split, tmp_path):
+    """--teacher-mixed-precision: the teacher computes in bfloat16 (float32 weights), its
+    soft targets stay float32 and close to the float32 teacher's."""
+    from fmnist_edge.train import trainer
+
+    path = tmp_path / "teacher.keras"
+    model = arch_module.build("cnn")
+    head = model.layers[-1]
+    head.set_weights([w * 300 for w in head.get_weights()])  # confident, far from uniform
+    model.save(path)
+    (plain,) = trainer.load_teachers(str(path))
+    (mixed,) = trainer.load_teachers(str(path), mixed_precision=True)
+    assert {layer.compute_dtype for layer in plain.layers} == {"float32"}
+    assert "bfloat16" in {layer.compute_dtype for layer in mixed.layers}
+    x = test_split[0][:128, ..., None].astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[test_split[1][:128]]
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    targets = {name: np.concatenate([t.numpy() for _, t in trainer.with_teacher_targets(
+        ds, [model], temperature=4.0)]) for name, model in (("plain", plain), ("mixed", mixed))}
+    for t in targets.values():
+        assert t.dtype == np.float32 and t.shape == (128, 20)
+        np.testing.assert_array_equal(t[:, :10], y)
+        np.testing.assert_allclose(t[:, 10:].sum(axis=1), 1.0, rtol=1e-5)
+    assert np.median(targets["plain"][:, 10:].max(axis=1)) > 0.3
+    np.testing.assert_allclose(targets["mixed"][:, 10:], targets["plain"][:, 10:], atol=0.02)
+
+
 def test_cnn_is_compact(arch_module):
     assert arch_module.build("cnn").count_params() <= 300_000
 

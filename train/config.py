@@ -96,6 +96,11 @@ class TrainConfig:
             logits (Hinton et al. use T in 2-20; 4 is the common choice for small students).
         distill_alpha: weight of the soft-target loss (scaled by T**2, as in the paper);
             ``1 - alpha`` weighs the cross-entropy with the labels.
+        teacher_mixed_precision: compute the teachers' logits under the mixed policy
+            (mixed_bfloat16 on CPU) while the student keeps ``mixed_precision``'s policy: on a
+            CPU with bfloat16 matrix units (AMX) the teacher's share of each step falls to
+            about half; its logits move by a few hundredths (bfloat16 keeps 8 bits of
+            mantissa), before the division by T.
     """
 
     arch: str
@@ -126,6 +131,7 @@ class TrainConfig:
     teacher: str = ""
     distill_temperature: float = 4.0
     distill_alpha: float = 0.9
+    teacher_mixed_precision: bool = False
 
     def __post_init__(self) -> None:
         a = self.augment

@@ -26,12 +26,33 @@ with quiet_native_stderr():  # oneDNN / CUDA notes printed before absl logging e
 
     tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, once
 
-__all__ = ["tf", "keras", "float32_model", "load_model"]
+__all__ = ["tf", "keras", "float32_model", "load_model", "with_policy"]
 
 
-def _mixed(model: keras.Model) -> bool:
-    return any(_mixed(layer) if isinstance(layer, keras.Model)
-               else layer.dtype_policy.name != "float32" for layer in model.layers)
+def _other_policy(model: keras.Model, policy: str) -> bool:
+    return any(_other_policy(layer, policy) if isinstance(layer, keras.Model)
+               else layer.dtype_policy.name != policy for layer in model.layers)
+
+
+def with_policy(model: keras.Model, policy: str) -> keras.Model:
+    """``model`` rebuilt layer by layer (nested models too) under the Keras dtype policy
+    ``policy`` (``float32``, ``mixed_bfloat16`` or ``mixed_float16``), with the same float32
+    weights; a model already under ``policy`` is returned as it is.
+
+    Raises:
+        ValueError: ``policy`` is not a Keras dtype policy name.
+    """
+    if not _other_policy(model, policy):
+        return model
+
+    def clone(layer):
+        if isinstance(layer, keras.Model):
+            return with_policy(layer, policy)
+        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def float32_model(model: keras.Model) -> keras.Model:
@@ -40,21 +61,11 @@ def float32_model(model: keras.Model) -> keras.Model:
     A model trained with ``--mixed-precision`` keeps its layers' policy when saved
     (``mixed_bfloat16``: bfloat16 compute over float32 variables, Keras' mixed precision
     guide), and the TFLite and ONNX converters reject its bfloat16 graph. Such a model is
-    rebuilt layer by layer (nested models too) as float32 layers and given the same
-    weights, which are float32 already: evaluation, export and distillation then see the
-    float model. A float32 model is returned as it is.
+    rebuilt as float32 layers with the same weights (:func:`with_policy`), which are float32
+    already: evaluation, export and distillation then see the float model. A float32 model
+    is returned as it is.
     """
-    if not _mixed(model):
-        return model
-
-    def clone(layer):
-        if isinstance(layer, keras.Model):
-            return float32_model(layer)
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
-
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
+    return with_policy(model, "float32")
 
 
 def load_model(path) -> keras.Model:
