@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_edge import atomic, data
+from fmnist_edge.benchmark import run_script
 from fmnist_edge.preprocess import load_image
 from fmnist_edge.provenance import provenance
 
@@ -114,4 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

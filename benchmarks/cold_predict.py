@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from fmnist_edge import atomic, data, photos
+from fmnist_edge.benchmark import run_script
 from fmnist_edge.provenance import provenance
 
 
@@ -69,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

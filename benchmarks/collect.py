@@ -22,6 +22,7 @@ import statistics
 from pathlib import Path
 
 from fmnist_edge import atomic, runs
+from fmnist_edge.benchmark import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -339,4 +340,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_edge import atomic, data
-from fmnist_edge.benchmark import machine
+from fmnist_edge.benchmark import machine, run_script
 from fmnist_edge.provenance import provenance
 
 #: (input channels, output channels) of the probed convolutions: the cnn's first (1 -> 32)
@@ -104,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from fmnist_edge import atomic, preprocess, segment
+from fmnist_edge.benchmark import run_script
 from fmnist_edge.photo_eval import read_photo_set
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import load
@@ -150,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -33,7 +33,7 @@ import peers  # noqa: E402
 import zoo  # noqa: E402
 
 from fmnist_edge import atomic, data  # noqa: E402
-from fmnist_edge.benchmark import machine  # noqa: E402
+from fmnist_edge.benchmark import machine, run_script  # noqa: E402
 from fmnist_edge.predict import MODELS_DIR  # noqa: E402
 from fmnist_edge.provenance import provenance  # noqa: E402
 
@@ -132,4 +132,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

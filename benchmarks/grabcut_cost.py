@@ -25,7 +25,7 @@ from unittest import mock
 import numpy as np
 
 from fmnist_edge import atomic, preprocess, segment
-from fmnist_edge.benchmark import machine
+from fmnist_edge.benchmark import machine, run_script
 from fmnist_edge.photo_eval import read_photo_set
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import load
@@ -82,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from fmnist_edge import atomic, data, runs
+from fmnist_edge.benchmark import run_script
 from fmnist_edge.provenance import provenance
 
 
@@ -41,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

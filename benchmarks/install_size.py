@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from fmnist_edge import atomic
+from fmnist_edge.benchmark import run_script
 from fmnist_edge.provenance import provenance
 
 _PROBE = """
@@ -48,4 +49,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

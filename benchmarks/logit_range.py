@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_edge import atomic, data
+from fmnist_edge.benchmark import run_script
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import load
 
@@ -58,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_edge import atomic, data
-from fmnist_edge.benchmark import machine
+from fmnist_edge.benchmark import machine, run_script
 from fmnist_edge.export import convert, make
 from fmnist_edge.export.config import ExportConfig
 from fmnist_edge.provenance import provenance
@@ -173,4 +173,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

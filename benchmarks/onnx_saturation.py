@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 
 from fmnist_edge import atomic, data
+from fmnist_edge.benchmark import run_script
 from fmnist_edge.export import convert
 from fmnist_edge.export.config import ExportConfig
 from fmnist_edge.provenance import provenance
@@ -103,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -32,6 +32,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fmnist_edge import atomic  # noqa: E402
+from fmnist_edge.benchmark import run_script  # noqa: E402
 from fmnist_edge.provenance import provenance  # noqa: E402
 
 #: GEMM shape ``(M, K, N)``: M rows of activations (a batch), K x N weights.
@@ -141,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_edge import atomic, data
-from fmnist_edge.benchmark import machine
+from fmnist_edge.benchmark import machine, run_script
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import load
 from fmnist_edge.runtime.quant import quantize_pixels
@@ -237,4 +237,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

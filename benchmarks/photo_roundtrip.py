@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_edge import atomic, data, photos
+from fmnist_edge.benchmark import run_script
 from fmnist_edge.predict import Prediction, predict_paths
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import load
@@ -62,4 +63,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

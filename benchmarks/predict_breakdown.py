@@ -40,7 +40,7 @@ from PIL import Image
 from predict_throughput import pin
 
 from fmnist_edge import atomic, data
-from fmnist_edge.benchmark import machine
+from fmnist_edge.benchmark import machine, run_script
 from fmnist_edge.predict import CHUNK, image_files, load_model, png_decoder, predict_paths
 from fmnist_edge.preprocess import (
     convert,
@@ -143,4 +143,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

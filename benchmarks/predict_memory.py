@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from fmnist_edge import atomic, data, photos
-from fmnist_edge.benchmark import machine
+from fmnist_edge.benchmark import machine, run_script
 from fmnist_edge.provenance import provenance
 
 _MEASURE = ("import resource, subprocess, sys; "
@@ -80,4 +80,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

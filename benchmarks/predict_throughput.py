@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from fmnist_edge import atomic, data
-from fmnist_edge.benchmark import machine
+from fmnist_edge.benchmark import machine, run_script
 from fmnist_edge.predict import PREDICT_THREADS, load_model, predict_paths
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import load
@@ -100,4 +100,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

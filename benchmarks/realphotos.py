@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_edge import atomic, preprocess
-from fmnist_edge.benchmark import machine
+from fmnist_edge.benchmark import machine, run_script
 from fmnist_edge.photo_eval import evaluate_photos, read_photo_set
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import load
@@ -104,4 +104,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

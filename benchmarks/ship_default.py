@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from fmnist_edge import atomic, runs
+from fmnist_edge.benchmark import run_script
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "fmnist_edge" / "models"
@@ -86,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_edge import atomic, data
+from fmnist_edge.benchmark import run_script
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime.litert import LiteRTRuntime
 
@@ -78,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

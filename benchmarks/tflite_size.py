@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 
 from fmnist_edge import atomic
+from fmnist_edge.benchmark import run_script
 from fmnist_edge.provenance import provenance
 
 #: TFLite TensorType codes (schema.fbs) -> names, for the types our models use.
@@ -85,4 +86,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from fmnist_edge import atomic, data
-from fmnist_edge.benchmark import machine, measure_latency
+from fmnist_edge.benchmark import machine, measure_latency, run_script
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import load
 
@@ -52,4 +52,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

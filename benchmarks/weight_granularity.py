@@ -21,6 +21,7 @@ from pathlib import Path
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from fmnist_edge import atomic  # noqa: E402
+from fmnist_edge.benchmark import run_script
 from fmnist_edge.export import data as export_data  # noqa: E402
 from fmnist_edge.export import granularity  # noqa: E402
 from fmnist_edge.export.config import ExportConfig  # noqa: E402
@@ -64,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

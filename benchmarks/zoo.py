@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fmnist_edge import atomic
-from fmnist_edge.benchmark import benchmark
+from fmnist_edge.benchmark import benchmark, run_script
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runs import ExportFolder, Run
 
@@ -199,4 +199,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -7,7 +7,9 @@ import csv
 import io
 import os
 import platform
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from fmnist_edge import data
 from fmnist_edge.provenance import machine as provenance_machine
 from fmnist_edge.provenance import package_versions, provenance
 from fmnist_edge.runtime import load
-from fmnist_edge.runtime.base import Runtime
+from fmnist_edge.runtime.base import ModelFileError, Runtime
 
 
 @dataclass(frozen=True)
@@ -244,3 +246,24 @@ def to_csv(result: dict) -> str:
     writer.writeheader()
     writer.writerows(result["rows"])
     return buf.getvalue()
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """Run a ``benchmarks/`` script's ``main``; an error the user can fix (missing data, an
+    unreadable model file, run folder, photo set or image) ends it with the message, which
+    names the file or option and the fix, and exit status 2, not a traceback. Other errors
+    propagate as usual.
+
+    Raises:
+        SystemExit: status 2 on such an error.
+    """
+    from fmnist_edge.photo_eval import PhotoSetError
+    from fmnist_edge.preprocess import ImageError
+    from fmnist_edge.runs import RunError
+
+    try:
+        main()
+    except (data.DataError, RunError, ModelFileError, PhotoSetError, ImageError,
+            FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

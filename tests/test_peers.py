@@ -110,3 +110,24 @@ def test_machine_records_the_best_int8_instructions():
     assert int8_isa({"asimd", "asimddp", "fp"}) == "asimddp"
     assert int8_isa({"sse4_2"}) is None
     assert "int8_isa" in machine()
+
+
+@pytest.mark.parametrize("script, args", [
+    ("predict_memory", ["--exe", "fmnist-edge", "--out", "{tmp}/out.json", "--data-dir",
+                        "{tmp}/no-data"]),
+    ("peers", ["{tmp}/missing.tflite", "--out", "{tmp}/out.json"]),
+])
+def test_benchmark_scripts_end_a_user_error_with_its_message_not_a_traceback(script, args,
+                                                                              tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"),
+                          *[a.format(tmp=tmp_path) for a in args]],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    assert str(tmp_path) in out.stderr  # names the file or folder
+    assert not (tmp_path / "out.json").exists()
