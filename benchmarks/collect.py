@@ -285,20 +285,26 @@ def _photos_table() -> str:
 
 def _export_options_table() -> str:
     """One row per ``ExportConfig`` field: the export option, its default (read from
-    ``ExportConfig()``) and its help text, as ``fmnist-edge export --help`` shows them."""
+    ``ExportConfig()``, then the architectures whose registry entry sets another) and its
+    help text, as ``fmnist-edge export --help`` shows them."""
     import typer.main
 
     from fmnist_edge import cli
     from fmnist_edge.export.config import FIELDS, ExportConfig
+    from fmnist_edge.train.config import ARCHITECTURES
+
+    def shown(value):
+        return ",".join(value) if isinstance(value, tuple) else value
 
     params = {p.name: p for p in typer.main.get_command(cli.app).commands["export"].params}
     rows = ["| option | default | what it sets |", "|---|---|---|"]
     for name in FIELDS:
-        value = getattr(ExportConfig(), name)
-        shown = ",".join(value) if isinstance(value, tuple) else value
+        default = f"`{shown(getattr(ExportConfig(), name))}`" + "".join(
+            f"; {arch}: `{shown(entry.export[name])}`" for arch, entry in ARCHITECTURES.items()
+            if name in entry.export)
         flags = " / ".join(f"`{flag}`" for flag in params[name].opts + params[name].secondary_opts)
         text = re.sub(r" \(default: [^)]*\)$", "", params[name].help or "")
-        rows.append(f"| {flags} | `{shown}` | {text} |")
+        rows.append(f"| {flags} | {default} | {text} |")
     return "\n".join(rows)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from fmnist_edge.export.granularity import CALIBRATION_METHODS, GRANULARITIES
 from fmnist_edge.formats import FORMATS, INT8_SET
-from fmnist_edge.train.config import validate
+from fmnist_edge.train.config import ARCHITECTURES, validate
 
 #: How the pruned layers share the sparsity (``compress.layer_sparsities``).
 ALLOCATIONS = ("uniform", "erk")
@@ -180,9 +180,14 @@ class ExportConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def resolve(cls, **overrides) -> ExportConfig:
-        """The defaults with ``overrides`` applied; ``None`` means "the default", so the CLI
-        passes ``None`` for every option not given and no default is written twice.
+    def resolve(cls, arch: str | None = None, **overrides) -> ExportConfig:
+        """The defaults, then the architecture's own (its registry entry's ``export``, e.g.
+        ``resnet20``'s), then ``overrides``; ``None`` means "the default", so the CLI passes
+        ``None`` for every option not given and no default is written twice.
+
+        Args:
+            arch: the source run's architecture (``None`` or an unknown name: the defaults).
+            **overrides: ``ExportConfig`` fields.
 
         Raises:
             ValueError: an unknown field or an invalid value (the message names the option).
@@ -190,8 +195,9 @@ class ExportConfig:
         unknown = set(overrides) - set(FIELDS)
         if unknown:
             raise ValueError(f"unknown export settings {sorted(unknown)}; choose from {FIELDS}")
-        return dataclasses.replace(cls(), **{k: v for k, v in overrides.items()
-                                            if v is not None})
+        entry = ARCHITECTURES.get(arch) if arch else None
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(cls(), **{**(entry.export if entry else {}), **given})
 
 
 #: The names of the settings (the CLI's options and the experiments' keys).

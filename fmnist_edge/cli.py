@@ -76,10 +76,15 @@ _EXPORT_DEFAULTS = ExportConfig()  # read once at import, for the help texts
 
 def _xh(text: str, field: str) -> str:
     """Help text of an export option with its default, read from ``ExportConfig()`` (the
-    CLI passes ``None`` and :meth:`ExportConfig.resolve` applies the default)."""
-    value = getattr(_EXPORT_DEFAULTS, field)
-    shown = ",".join(value) if isinstance(value, tuple) else value
-    return f"{text} (default: {shown})"
+    CLI passes ``None`` and :meth:`ExportConfig.resolve` applies the default), and the
+    architectures whose registry entry sets another."""
+    def shown(value):
+        return ",".join(value) if isinstance(value, tuple) else value
+
+    own = [f"{arch} {shown(entry.export[field])}" for arch, entry in ARCHITECTURES.items()
+           if field in entry.export]
+    return (f"{text} (default: {shown(getattr(_EXPORT_DEFAULTS, field))}"
+            + (f"; {', '.join(own)}" if own else "") + ")")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -692,7 +697,11 @@ def export(
         if onnx_activations is not None:
             options["onnx_activations"] = tuple(
                 t.strip() for t in onnx_activations.split(",") if t.strip())
-        config = ExportConfig.resolve(**options)
+        from fmnist_edge import runs
+
+        model_path = runs.resolve_model(source if source is not None
+                                        else runs.newest_run(runs_dir))
+        config = ExportConfig.resolve(runs.run_arch(model_path), **options)
         project_log = logging.getLogger("fmnist_edge")
         project_log.setLevel(logging.INFO)
         if not project_log.handlers:
@@ -700,7 +709,7 @@ def export(
             handler.setFormatter(logging.Formatter("%(message)s"))
             project_log.addHandler(handler)
             project_log.propagate = False  # TensorFlow installs a root handler too
-        result = export_run(source, config, data_dir=data_dir, runs_dir=runs_dir, out_dir=out,
+        result = export_run(model_path, config, data_dir=data_dir, runs_dir=runs_dir, out_dir=out,
                             overwrite=overwrite, verbose=1 if sys.stdout.isatty() else 2)
     except (DataError, RunError, ModelFileError, ExportError, ValueError) as exc:
         _fail(str(exc))

@@ -143,3 +143,15 @@ def resolve_model(path: str | Path) -> Path:
     if not path.is_file():
         raise RunError(f"{path}: no such run folder or model file")
     return path
+
+
+def run_arch(model_path: str | Path) -> str | None:
+    """The architecture named by the ``config.json`` beside ``model_path`` (a run's), or
+    ``None`` for a model file without one.
+
+    Raises:
+        RunError: that ``config.json`` is unreadable or not JSON.
+    """
+    config = read_json(Path(model_path).parent / CONFIG_FILE, None)
+    arch = config.get("arch") if isinstance(config, dict) else None
+    return arch if isinstance(arch, str) else None

@@ -31,6 +31,9 @@ _CHANGED_DEFAULT = textwrap.dedent("""
     stand_in = types.ModuleType("fmnist_edge.export.pipeline")
     stand_in.export_run, stand_in.ExportError = export_run, RuntimeError
     sys.modules["fmnist_edge.export.pipeline"] = stand_in
+    import os, tempfile
+    os.chdir(tempfile.mkdtemp())
+    open("run.keras", "wb").close()  # the CLI resolves the source before export_run
     from typer.testing import CliRunner
     from fmnist_edge.cli import app
     runner = CliRunner()
@@ -44,7 +47,7 @@ def test_changing_one_default_changes_help_and_behaviour():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     sparsity_help = [line for line in out.stdout.splitlines() if "Pruning sparsity" in line]
-    assert sparsity_help and "(default: 0.375)" in sparsity_help[0]
+    assert sparsity_help and "(default: 0.375" in sparsity_help[0]
     assert f"CONFIG 0.375 {ExportConfig().prune_epochs}" in out.stdout
 
 
@@ -66,6 +69,54 @@ def test_resolve_applies_overrides_and_refuses_unknown_ones():
         ExportConfig.resolve(sparsity_target=0.5)
     with pytest.raises(ValueError, match="--optimizer"):
         ExportConfig.resolve(optimizer="rmsprop")
+
+
+def test_resolve_applies_the_architectures_own_export_defaults_before_the_options(
+        monkeypatch):
+    from fmnist_edge.export import config as config_module
+    from fmnist_edge.train.config import ARCHITECTURES
+
+    for arch, entry in ARCHITECTURES.items():
+        assert set(entry.export) <= set(FIELDS), arch
+        assert ExportConfig.resolve(arch) == dataclasses.replace(ExportConfig(), **entry.export)
+    entry = dataclasses.replace(ARCHITECTURES["mlp"], export={"sparsity": 0.0, "qat_epochs": 0})
+    monkeypatch.setitem(config_module.ARCHITECTURES, "mlp", entry)
+    assert (ExportConfig.resolve("mlp").sparsity, ExportConfig.resolve("mlp").qat_epochs) == (0, 0)
+    assert ExportConfig.resolve("mlp", sparsity=0.25).sparsity == 0.25  # the option wins
+    assert ExportConfig.resolve(None) == ExportConfig.resolve("no-such-arch") == ExportConfig()
+
+
+def test_export_command_resolves_the_runs_architecture_defaults(monkeypatch, tmp_path):
+    """The CLI reads the run's config.json and passes the resolved config to export_run
+    (replaced by a stand-in: no TensorFlow)."""
+    import types
+
+    from typer.testing import CliRunner
+
+    from fmnist_edge import cli
+    from fmnist_edge.train.config import ARCHITECTURES
+
+    run = tmp_path / "resnet20" / "r1"
+    run.mkdir(parents=True)
+    (run / "model.keras").write_bytes(b"not read: export_run is replaced")
+    (run / "config.json").write_text(json.dumps({"arch": "resnet20"}))
+    seen = {}
+
+    def export_run(source, config, **kwargs):
+        seen.update(source=source, config=config)
+        raise RuntimeError("stop here")
+
+    stand_in = types.ModuleType("fmnist_edge.export.pipeline")
+    stand_in.export_run, stand_in.ExportError = export_run, RuntimeError
+    monkeypatch.setitem(sys.modules, "fmnist_edge.export.pipeline", stand_in)
+    out = CliRunner().invoke(cli.app, ["export", str(run), "--int8", "--seed", "3"])
+    assert out.exit_code == 1 and "stop here" in out.output
+    expected = ExportConfig.resolve("resnet20", seed=3)
+    assert seen["source"] == run / "model.keras"
+    assert seen["config"].seed == 3
+    assert dataclasses.replace(seen["config"], formats=expected.formats) == expected
+    for name, value in ARCHITECTURES["resnet20"].export.items():
+        assert getattr(seen["config"], name) == value
 
 
 def test_card_round_trips_every_field_and_keeps_unknown_keys():
