@@ -123,9 +123,29 @@ def _export_table() -> str:
     return "\n".join(rows)
 
 
+#: Real-photo development top-1 of the zoo's int8 TFLite artifacts, in RESULTS
+#: (``benchmarks/realphotos.py --segments grabcut --model
+#: benchmarks/artifacts/<arch>/model_int8.tflite ... --out <RESULTS>/realphotos_zoo.json``).
+PHOTOS_ZOO = "realphotos_zoo.json"
+
+
+def photo_top1_by_sha() -> dict[str, float]:
+    """Top-1 (0-1) on the real-photo development set with the shipped conversion (GrabCut),
+    by model file SHA-256, from :data:`PHOTOS_ZOO`; empty when it is not committed."""
+    path = RESULTS / PHOTOS_ZOO
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text())
+    return {r["model_sha256"]: r["top1_accuracy"] for r in doc["results"]
+            if r["segment"] == "grabcut"}
+
+
 def zoo_rows() -> list[dict]:
-    """One joined row per architecture with train, export and zoo results."""
+    """One joined row per architecture with train, export and zoo results, and
+    ``photo_top1``: its int8 TFLite's real-photo development top-1, or ``None`` when that
+    file (the same bytes) was not measured."""
     rows = []
+    photos = photo_top1_by_sha()
     for path in sorted(RESULTS.glob("zoo_*.json")):
         zoo = json.loads(path.read_text())
         arch = zoo["arch"]
@@ -137,7 +157,9 @@ def zoo_rows() -> list[dict]:
                      "arts": arts, "bench": zoo["benchmark"],
                      "train_time_s": train["train_time_s"], "epochs": train["epochs"],
                      "gate": export["parity"]["gate"]["status"],
-                     "export_config": export["config"]})
+                     "export_config": export["config"],
+                     "photo_top1": photos.get(
+                         export["artifacts"].get("tflite-int8", {}).get("sha256"))})
     return rows
 
 
@@ -150,7 +172,7 @@ def _zoo_table() -> str:
     head = ("| arch | params | MMACs | float top-1 | int8 TFLite top-1 | int8 ONNX top-1 "
             "| fp32 / int8 TFLite (KiB) | p50 ms TFLite fp32 / int8 | p50 ms ONNX fp32 / int8 "
             "| img/s @256 TFLite / ONNX int8 | train time "
-            "| export: sparsity, prune + QAT epochs, gate |")
+            "| export: sparsity, prune + QAT epochs, gate | dev photos, int8 TFLite |")
     rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in zoo_rows():
         a, b, c = r["arts"], r["bench"], r["export_config"]
@@ -166,7 +188,8 @@ def _zoo_table() -> str:
             f"{b['onnx-int8']['batch_256']['throughput_ips']:,.0f} "
             f"| {r['train_time_s'] / 60:.0f} min ({r['epochs']} ep) "
             f"| {c['sparsity']:.0%}, {c['prune_epochs'] if c['sparsity'] else 0} "
-            f"+ {c['qat_epochs']}, {r['gate']} |")
+            f"+ {c['qat_epochs']}, {r['gate']} "
+            f"| {'-' if r['photo_top1'] is None else format(r['photo_top1'], '.1%')} |")
     return "\n".join(rows)
 
 

@@ -27,6 +27,7 @@ from fmnist_edge import atomic
 from fmnist_edge.benchmark import benchmark, run_script
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runs import ExportFolder, Run
+from fmnist_edge.runtime.card import file_sha256
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import collect  # noqa: E402  (sibling script: RESULTS, README markers)
@@ -128,15 +129,34 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def choose_default(rows: list[dict], budget_ms: float = DEFAULT_LATENCY_BUDGET_MS) -> str:
-    """The shipped model: the most accurate int8 TFLite on the accuracy-latency Pareto front
-    whose batch-1 p50 fits ``budget_ms``. Raises ValueError when none fits."""
-    points = [(r["bench"]["tflite-int8"]["batch_1"]["p50_ms"],
-               r["arts"]["tflite-int8"]["top1_accuracy"]) for r in rows]
-    fits = [i for i in pareto_front(points) if points[i][0] <= budget_ms]
+def choose_default(rows: list[dict], budget_ms: float = DEFAULT_LATENCY_BUDGET_MS,
+                   min_photo_top1: float | None = None) -> str:
+    """The model to ship: the most accurate int8 TFLite (test top-1) whose batch-1 p50 fits
+    ``budget_ms`` and, when ``min_photo_top1`` is given, whose real-photo development top-1
+    (``row["photo_top1"]``, 0-1) is at least that: issue #16 ships a model only if it serves
+    real photos too, so a model never measured on them does not qualify. The most accurate
+    model within the budget is always on the accuracy-latency Pareto front.
+
+    Raises:
+        ValueError: no model qualifies (the message says which condition excluded them).
+    """
+    fits = [r for r in rows if r["bench"]["tflite-int8"]["batch_1"]["p50_ms"] <= budget_ms]
     if not fits:
         raise ValueError(f"no int8 model has a p50 within {budget_ms} ms")
-    return rows[max(fits, key=lambda i: points[i][1])]["arch"]
+    if min_photo_top1 is not None:
+        fits = [r for r in fits
+                if r.get("photo_top1") is not None and r["photo_top1"] >= min_photo_top1]
+        if not fits:
+            raise ValueError(f"no int8 model within {budget_ms} ms reaches "
+                             f"{min_photo_top1:.1%} on the real photos")
+    return max(fits, key=lambda r: r["arts"]["tflite-int8"]["top1_accuracy"])["arch"]
+
+
+def shipped_photo_top1() -> float | None:
+    """Real-photo development top-1 (0-1) of the shipped ``default_int8.tflite``, from
+    :data:`collect.PHOTOS_ZOO` (matched by SHA-256), or ``None`` when it was not measured."""
+    shipped = collect.ROOT / "fmnist_edge" / "models" / "default_int8.tflite"
+    return collect.photo_top1_by_sha().get(file_sha256(shipped))
 
 
 def plot(rows: list[dict], out: Path = PARETO_PNG) -> Path:
@@ -194,7 +214,11 @@ def main() -> None:
     rows = collect.zoo_rows()
     if rows:
         plot(rows)
-        print(f"default model by the rule in choose_default(): {choose_default(rows)}")
+        floor = shipped_photo_top1()
+        print(f"default model by the rule in choose_default() (latency budget "
+              f"{DEFAULT_LATENCY_BUDGET_MS} ms, real photos >= the shipped model's "
+              f"{'unmeasured' if floor is None else format(floor, '.1%')}): "
+              f"{choose_default(rows, min_photo_top1=floor)}")
     collect.update_readme()
 
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from fmnist_edge.cli import app
 from fmnist_edge.export.config import OPTIMIZERS, ExportConfig
+from fmnist_edge.runtime.card import file_sha256
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
 runner = CliRunner()
@@ -333,8 +334,16 @@ def test_zoo_measures_an_exported_run(small_run, exported, data_dir, tmp_path, m
     assert record["macs_per_image"] > record["parameters"]  # convolutions reuse weights
     table = collect._zoo_table()
     assert table.splitlines()[2].startswith("| cnn | 289,066 |")
-    assert table.splitlines()[2].endswith(" | 50%, 1 + 1, passed |")  # the export's recipe
+    assert table.splitlines()[2].endswith(" | 50%, 1 + 1, passed | - |")  # recipe, no photos
     assert zoo.choose_default(collect.zoo_rows(), budget_ms=1e9) == "cnn"
+    with pytest.raises(ValueError, match="real photos"):  # never measured on photos
+        zoo.choose_default(collect.zoo_rows(), budget_ms=1e9, min_photo_top1=0.0)
+    sha = file_sha256(exported / "model_int8.tflite")  # the same bytes, measured on photos
+    (tmp_path / collect.PHOTOS_ZOO).write_text(json.dumps({"results": [
+        {"model_sha256": sha, "segment": "grabcut", "top1_accuracy": 0.444},
+        {"model_sha256": sha, "segment": "trim", "top1_accuracy": 0.129}]}))
+    assert collect._zoo_table().splitlines()[2].endswith(", passed | 44.4% |")
+    assert zoo.choose_default(collect.zoo_rows(), budget_ms=1e9, min_photo_top1=0.444) == "cnn"
     with pytest.raises(ValueError, match="no int8 model"):
         zoo.choose_default(collect.zoo_rows(), budget_ms=0)
     png = zoo.plot(collect.zoo_rows(), tmp_path / "pareto.png")
@@ -351,6 +360,22 @@ def test_mac_count_of_a_known_model(bench_script):
     model = keras.Model(inputs, keras.layers.Dense(10)(x))
     # 28*28 positions * 3*3*1*4 + 14*14 * 3*3*4*1 + 4*10
     assert bench_script("zoo").count_macs(model) == 28 * 28 * 36 + 14 * 14 * 36 + 40
+
+
+def test_default_choice_needs_the_real_photos(bench_script):
+    zoo = bench_script("zoo")
+
+    def row(arch, p50_ms, top1, photo_top1):
+        return {"arch": arch, "bench": {"tflite-int8": {"batch_1": {"p50_ms": p50_ms}}},
+                "arts": {"tflite-int8": {"top1_accuracy": top1}}, "photo_top1": photo_top1}
+
+    rows = [row("big", 0.8, 0.953, 0.389), row("mid", 0.1, 0.941, 0.444),
+            row("edge", 0.05, 0.935, None), row("slow", 5.0, 0.96, 0.50)]
+    assert zoo.choose_default(rows, budget_ms=1.0) == "big"  # latency and accuracy only
+    assert zoo.choose_default(rows, budget_ms=1.0, min_photo_top1=0.444) == "mid"
+    assert zoo.choose_default(rows, budget_ms=10.0, min_photo_top1=0.444) == "slow"
+    with pytest.raises(ValueError, match="reaches 45.0% on the real photos"):
+        zoo.choose_default(rows, budget_ms=1.0, min_photo_top1=0.45)
 
 
 def test_pareto_front(bench_script):
