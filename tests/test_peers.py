@@ -131,3 +131,20 @@ def test_benchmark_scripts_end_a_user_error_with_its_message_not_a_traceback(scr
     assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
     assert str(tmp_path) in out.stderr  # names the file or folder
     assert not (tmp_path / "out.json").exists()
+
+
+def test_paired_compare_counts_the_discordant_images_and_tests_them(bench_script):
+    paired = bench_script("paired_compare")
+    labels = np.arange(12) % 10
+    logits_a = np.eye(10, dtype=np.float32)[labels]  # A right on all 12
+    logits_b = logits_a.copy()
+    logits_b[:3] = np.roll(logits_b[:3], 1, axis=1)  # B wrong on the first 3
+    logits_a[11] = np.roll(logits_a[11], 1)          # A wrong on the last one
+    result = paired.compare(logits_a, logits_b, labels)
+    assert (result["only_a_right"], result["only_b_right"]) == (3, 1)
+    assert (result["both_right"], result["neither_right"]) == (8, 0)
+    assert result["top1_a"] == pytest.approx(11 / 12) and result["top1_b"] == pytest.approx(9 / 12)
+    # exact two-sided binomial: 2 * P(X <= 1 | n = 10, p = 0.5) = 2 * 11 / 1024
+    assert paired.mcnemar_exact(1, 9) == pytest.approx(22 / 1024)
+    assert paired.mcnemar_exact(9, 1) == paired.mcnemar_exact(1, 9)
+    assert paired.mcnemar_exact(0, 0) == 1.0
