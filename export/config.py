@@ -22,6 +22,12 @@ OPTIMIZERS = ("adam", "sgd")
 ONNX_ACTIVATION_TYPES = {"int8": "QInt8", "uint8": "QUInt8"}
 #: Input/output types of the full-integer TFLite model.
 INT8_IO = ("int8", "uint8")
+#: How an int8 model's first convolution may be made: ``int8`` like every other layer, or
+#: ``float`` (float32 weights and arithmetic between a dequantize and a quantize). A
+#: convolution over one input channel gives int8 kernels too little to reduce over: on a
+#: Xeon with AMX a 3x3 1 -> 32 convolution at 28x28 took 44.5 us in int8 against 8.6 us in
+#: fp32 under LiteRT (benchmarks/results/experiments/conv_cost_xeon_amx.json).
+FIRST_CONV_MODES = ("int8", "float")
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,12 @@ class ExportConfig:
             one onnxruntime fuses into integer kernels depends on the CPU and the graph
             (uint8 was 22 % faster for the mlp and 5 % for the cnn on an AVX2 EPYC:
             benchmarks/results/experiments/onnx_activation_types.json).
+        first_conv: the ways to make the first convolution of the int8 models (``int8``,
+            ``float``; :data:`FIRST_CONV_MODES`); with both, an int8 artifact is made each
+            way (``float``: post-training quantization with that one layer left in float,
+            ways named ``ptq/float-first``, ``ptq/uint8/float-first``, ...) and the rule of
+            ``agreement_slack`` and ``min_speedup`` keeps one. A model without a convolution
+            is made the ``int8`` way.
         agreement_slack: choosing among an artifact's int8 ways, a way whose validation
             agreement with the float model is at most this much (a fraction) below the most
             faithful way's is chosen instead when it is at least ``min_speedup`` times faster
@@ -114,6 +126,7 @@ class ExportConfig:
     weight_granularity: str = "auto"
     calibration_method: str = "minmax"
     onnx_activations: tuple[str, ...] = ("int8", "uint8")
+    first_conv: tuple[str, ...] = FIRST_CONV_MODES
     agreement_slack: float = 0.001
     min_speedup: float = 1.05
     max_accuracy_drop: float = 0.5
@@ -147,6 +160,9 @@ class ExportConfig:
              and set(self.onnx_activations) <= set(ONNX_ACTIVATION_TYPES),
              f"--onnx-activations must be one or more of {', '.join(ONNX_ACTIVATION_TYPES)}, "
              f"got {','.join(self.onnx_activations) or 'none'}"),
+            (bool(self.first_conv) and set(self.first_conv) <= set(FIRST_CONV_MODES),
+             f"--first-conv must be one or more of {', '.join(FIRST_CONV_MODES)}, "
+             f"got {','.join(self.first_conv) or 'none'}"),
             (0 <= self.agreement_slack < 1, f"--agreement-slack must be in [0, 1), got "
                                             f"{self.agreement_slack}"),
             (self.min_speedup >= 1, f"--min-speedup must be >= 1, got {self.min_speedup}"),

@@ -129,8 +129,15 @@ class _CalibrationReader:
 ONNX_WEIGHT_MAX = 64
 
 
+def first_conv_node(proto) -> str | None:
+    """Name of the first ``Conv`` node (in the graph's topological order) of an
+    ``onnx.ModelProto``, or ``None`` when it has none."""
+    return next((node.name for node in proto.graph.node if node.op_type == "Conv"), None)
+
+
 def onnx_int8_static(float_proto, calibration: np.ndarray, work_dir, *,
-                     reduce_range: bool = True, activation_type: str = "int8"):
+                     reduce_range: bool = True, activation_type: str = "int8",
+                     float_first_conv: bool = False):
     """Static QDQ int8 quantization with onnxruntime.quantization.quantize_static.
 
     Per-channel int8 weights in 7 bits (``reduce_range``, see :data:`ONNX_WEIGHT_MAX`: exact
@@ -138,13 +145,16 @@ def onnx_int8_static(float_proto, calibration: np.ndarray, work_dir, *,
     ``export.config.ONNX_ACTIVATION_TYPES``), MinMax calibration on ``calibration``
     (``uint8[M, 28, 28]``; onnxruntime docs, "Quantize ONNX models", QDQ format recommended
     for CPU). ``reduce_range=False`` gives 8-bit weights (for the comparison in
-    benchmarks/onnx_saturation.py).
+    benchmarks/onnx_saturation.py). With ``float_first_conv`` the first ``Conv`` node
+    (:func:`first_conv_node` of the pre-processed graph) is left in float
+    (``nodes_to_exclude``).
 
     Returns:
         ``onnx.ModelProto`` of the quantized model.
 
     Raises:
-        ValueError: an unknown ``activation_type``.
+        ValueError: an unknown ``activation_type``, or ``float_first_conv`` for a graph
+            without a convolution.
     """
     if activation_type not in ONNX_ACTIVATION_TYPES:
         raise ValueError(f"activation_type {activation_type!r}: choose from "
@@ -158,12 +168,18 @@ def onnx_int8_static(float_proto, calibration: np.ndarray, work_dir, *,
     dst = work_dir / "int8.onnx"
     onnx.save(float_proto, src)
     quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    excluded = []
+    if float_first_conv:
+        first = first_conv_node(onnx.load(pre))
+        if first is None:
+            raise ValueError("float_first_conv: the graph has no Conv node")
+        excluded.append(first)
     quantize_static(str(pre), str(dst),
                     _CalibrationReader(float_proto.graph.input[0].name, calibration),
                     quant_format=QuantFormat.QDQ,
                     activation_type=getattr(QuantType, ONNX_ACTIVATION_TYPES[activation_type]),
                     weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
-                    calibrate_method=CalibrationMethod.MinMax)
+                    calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded)
     return onnx.load(dst)
 
 

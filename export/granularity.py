@@ -16,6 +16,7 @@ per-tensor weights; depthwise convolutions always keep per-channel weights.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ MAX_ERROR_RATIO = 3.0
 
 #: Ops whose weights may go per-tensor; every other weighted op stays per-channel.
 PER_TENSOR_OPS = ("CONV_2D", "FULLY_CONNECTED")
+#: Convolutions (the first of them may stay float: ``ExportConfig.first_conv``).
+CONV_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 
 GRANULARITIES = ("channel", "auto", "tensor")
 
@@ -86,11 +89,7 @@ def plan(float_tflite: bytes, granularity: str = "auto",
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown weight granularity {granularity!r}; "
                          f"choose from {GRANULARITIES}")
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(model_content=float_tflite, experimental_op_resolver_type=(
-        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))  # every op listed, none delegated
-    interpreter.allocate_tensors()
+    interpreter = _interpreter(float_tflite)
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
     result = GranularityPlan(granularity, max_error_ratio)
     for op in interpreter._get_ops_details():  # noqa: SLF001 (the public API has no op list)
@@ -105,22 +104,45 @@ def plan(float_tflite: bytes, granularity: str = "auto",
     return result
 
 
+def _interpreter(float_tflite: bytes):
+    """A LiteRT interpreter of ``float_tflite`` with every op listed, none delegated."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(model_content=float_tflite, experimental_op_resolver_type=(
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def first_conv_scope(float_tflite: bytes) -> str | None:
+    """The op scope (output tensor name) of the first CONV_2D or DEPTHWISE_CONV_2D in
+    execution order of a float TFLite model, or ``None`` when it has none."""
+    interpreter = _interpreter(float_tflite)
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    for op in interpreter._get_ops_details():  # noqa: SLF001 (the public API has no op list)
+        if op["op_name"] in CONV_OPS:
+            return names[op["outputs"][0]]
+    return None
+
+
 def quantize_int8(float_tflite: bytes, calibration: np.ndarray,
-                  layer_plan: GranularityPlan, calibration_method: str = "minmax") -> bytes:
+                  layer_plan: GranularityPlan, calibration_method: str = "minmax", *,
+                  float_first_conv: bool = False) -> bytes:
     """Full-integer (int8 weights and activations, int8 I/O) TFLite of ``float_tflite`` with
     ai-edge-quantizer's static min-max recipe: per-channel weights except the ops listed in
     ``layer_plan.per_tensor``; activation ranges calibrated on ``calibration``
     (``uint8[M, 28, 28]`` training images, fed as the model's ``float32[1, 28, 28, 1]``
-    pixels 0-255) with ``calibration_method`` (one of :data:`CALIBRATION_METHODS`).
+    pixels 0-255) with ``calibration_method`` (one of :data:`CALIBRATION_METHODS`). With
+    ``float_first_conv`` the first convolution (:func:`first_conv_scope`) is left in float
+    (ai-edge-quantizer's ``no_quantize`` algorithm: a DEQUANTIZE before it, a QUANTIZE after).
 
     Returns:
         The flatbuffer bytes.
 
     Raises:
-        ValueError: unknown ``calibration_method``.
+        ValueError: unknown ``calibration_method``, or ``float_first_conv`` for a model
+            without a convolution.
     """
-    import re
-
     from ai_edge_quantizer import calibrator, qtyping, quantizer, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
@@ -131,11 +153,17 @@ def quantize_int8(float_tflite: bytes, calibration: np.ndarray,
     q = quantizer.Quantizer(bytearray(float_tflite))
     q.add_static_config(".*", ops.ALL_SUPPORTED, 8, 8)
     if layer_plan.per_tensor:
-        # ai-edge-quantizer matches the op scope: its output tensor names, each followed by ";"
-        scope = "^(" + "|".join(re.escape(n) for n in layer_plan.per_tensor) + ");$"
+        scope = _scope_regex(layer_plan.per_tensor)
         for op in PER_TENSOR_OPS:
             q.add_static_config(scope, getattr(ops, op), 8, 8,
                                 qtyping.QuantGranularity.TENSORWISE)
+    if float_first_conv:
+        first = first_conv_scope(float_tflite)
+        if first is None:
+            raise ValueError("float_first_conv: the model has no convolution")
+        q.update_quantization_recipe(regex=_scope_regex([first]),
+                                     operation_name=ops.ALL_SUPPORTED,
+                                     algorithm_key="no_quantize")
     (signature, spec), = _signatures(float_tflite).items()
     (input_name,) = spec["inputs"]
     samples = [{input_name: image[None, ..., None].astype(np.float32)} for image in calibration]
@@ -153,6 +181,12 @@ def quantize_int8(float_tflite: bytes, calibration: np.ndarray,
         calib.calibrate({signature: samples}, recipe)
     ranges = calib.get_model_qsvs()
     return bytes(q.quantize(ranges, enable_progress_report=False).quantized_model)
+
+
+def _scope_regex(names: list[str]) -> str:
+    """ai-edge-quantizer's regex for exactly these ops: it matches an op's scope, its output
+    tensor names each followed by ";"."""
+    return "^(" + "|".join(re.escape(n) for n in names) + ");$"
 
 
 def _signatures(float_tflite: bytes) -> dict:

@@ -50,21 +50,32 @@ class TFLiteConverter:
         """``qat``: the QAT model through the converter (ranges it lacks calibrated on
         ``calibration``); ``ptq``: full-integer post-training quantization of the compressed
         float model (the converter for ``weight_granularity`` ``channel``, else
-        ai-edge-quantizer with the per-layer plan). Returns the makers and notes for the
-        manifest (the weight-granularity plan of ``ptq``)."""
+        ai-edge-quantizer with the per-layer plan); ``ptq/float-first``: the same by
+        ai-edge-quantizer with the first convolution left in float (``config.first_conv``).
+        Returns the makers and notes for the manifest (the weight-granularity plan of the
+        ``ptq`` ways)."""
+        float_first = ("float" in config.first_conv
+                       and granularity.first_conv_scope(compressed.float_tflite) is not None)
         makers: dict[str, Maker] = {}
-        if compressed.qat is not None:
-            makers["qat"] = lambda work: convert.to_tflite(compressed.qat, "int8", calibration,
-                                                           config.int8_io)
         notes: dict[str, Any] = {}
-        if config.weight_granularity == "channel":
-            makers["ptq"] = lambda work: convert.to_tflite(
-                compressed.float_model, "int8", calibration, config.int8_io)
-        else:
-            plan = granularity.plan(compressed.float_tflite, config.weight_granularity)
+        plan = (granularity.plan(compressed.float_tflite, config.weight_granularity)
+                if config.weight_granularity != "channel" or float_first else None)
+        if plan is not None:
             notes["weight_granularity"] = plan.to_dict()
-            makers["ptq"] = lambda work: granularity.quantize_int8(
-                compressed.float_tflite, calibration, plan, config.calibration_method)
+        if "int8" in config.first_conv or not float_first:
+            if compressed.qat is not None:
+                makers["qat"] = lambda work: convert.to_tflite(
+                    compressed.qat, "int8", calibration, config.int8_io)
+            if config.weight_granularity == "channel":
+                makers["ptq"] = lambda work: convert.to_tflite(
+                    compressed.float_model, "int8", calibration, config.int8_io)
+            else:
+                makers["ptq"] = lambda work: granularity.quantize_int8(
+                    compressed.float_tflite, calibration, plan, config.calibration_method)
+        if float_first:
+            makers["ptq/float-first"] = lambda work: granularity.quantize_int8(
+                compressed.float_tflite, calibration, plan, config.calibration_method,
+                float_first_conv=True)
         return makers, notes
 
     def embed(self, blob: bytes, card: dict[str, Any]) -> bytes:
@@ -92,11 +103,14 @@ class OnnxConverter:
         """``qat``: tf2onnx of the QAT model with its fake-quant nodes stripped (the weights
         QAT trained), ``ptq``: tf2onnx of the compressed float model; each quantized by
         onnxruntime ``quantize_static`` calibrated on ``calibration``, once per activation
-        type of ``config.onnx_activations`` (ways named ``qat/uint8``, ``ptq/int8``, ...)."""
-        def static(make_float: Callable[[], Any], activations: str) -> Maker:
+        type of ``config.onnx_activations`` (ways named ``qat/uint8``, ``ptq/int8``, ...);
+        with ``float`` in ``config.first_conv``, ``ptq`` again with the first convolution
+        left in float (``ptq/uint8/float-first``, ...)."""
+        def static(make_float: Callable[[], Any], activations: str,
+                   float_first_conv: bool = False) -> Maker:
             return lambda work: convert.onnx_int8_static(
-                make_float(), calibration, work, activation_type=activations
-            ).SerializeToString()
+                make_float(), calibration, work, activation_type=activations,
+                float_first_conv=float_first_conv).SerializeToString()
 
         # Each float graph is converted once, however many activation types quantize it.
         sources: dict[str, Callable[[], Any]] = {}
@@ -104,9 +118,17 @@ class OnnxConverter:
             sources["qat"] = functools.cache(
                 lambda: convert.strip_qdq(convert.to_onnx(compressed.qat)))
         sources["ptq"] = functools.cache(lambda: convert.to_onnx(compressed.float_model))
-        makers = {f"{method}/{activations}": static(make_float, activations)
-                  for method, make_float in sources.items()
-                  for activations in config.onnx_activations}
+        float_first = ("float" in config.first_conv
+                       and convert.first_conv_node(sources["ptq"]()) is not None)
+        makers = {}
+        if "int8" in config.first_conv or not float_first:
+            makers = {f"{method}/{activations}": static(make_float, activations)
+                      for method, make_float in sources.items()
+                      for activations in config.onnx_activations}
+        if float_first:
+            makers.update({f"ptq/{activations}/float-first":
+                           static(sources["ptq"], activations, float_first_conv=True)
+                           for activations in config.onnx_activations})
         return makers, {}
 
     def embed(self, blob: bytes, card: dict[str, Any]) -> bytes:
@@ -247,7 +269,7 @@ def make_artifacts(stage: Path, formats: list[Format], reference, compressed: Co
         chosen = choose(target, makers, data.x_val, data.y_val, ref_val,
                         agreement_slack=config.agreement_slack,
                         min_speedup=config.min_speedup)
-        if chosen["method"] != "ptq":
-            extra.pop("weight_granularity", None)  # the plan applies to ptq only
+        if not chosen["method"].startswith("ptq"):
+            extra.pop("weight_granularity", None)  # the plan applies to the ptq ways only
         notes[fmt.name] = {**chosen, **extra, **converter.io(target)}
     return notes

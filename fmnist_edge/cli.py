@@ -649,6 +649,11 @@ def export(
         help=_xh("Comma-separated QDQ activation types of the int8 ONNX model to make and "
                  "time (int8, uint8); the fastest that keeps the float model's predictions "
                  "is kept.", "onnx_activations"))] = None,
+    first_conv: Annotated[str | None, typer.Option(
+        help=_xh("Comma-separated ways to make the int8 models' first convolution (int8, "
+                 "float: left in float, post-training); each is made and timed, and the "
+                 "rule of --agreement-slack and --min-speedup keeps one.", "first_conv"))
+    ] = None,
     agreement_slack: Annotated[float | None, typer.Option(
         help=_xh("Validation agreement (fraction) an int8 way may give up against the most "
                  "faithful one to be chosen for speed.", "agreement_slack"))] = None,
@@ -694,9 +699,9 @@ def export(
         chosen = (*(parse_formats(formats) if formats else ()), *(INT8_SET if int8 else ()),
                   *(FP16_SET if fp16 else ()))
         options["formats"] = tuple(dict.fromkeys(chosen)) or None
-        if onnx_activations is not None:
-            options["onnx_activations"] = tuple(
-                t.strip() for t in onnx_activations.split(",") if t.strip())
+        for name in ("onnx_activations", "first_conv"):  # comma-separated lists
+            if options.get(name) is not None:
+                options[name] = tuple(t.strip() for t in options[name].split(",") if t.strip())
         from fmnist_edge import runs
 
         model_path = runs.resolve_model(source if source is not None

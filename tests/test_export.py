@@ -61,7 +61,7 @@ def test_artifacts_manifest_and_reports(exported):
 
     details = load(exported / "model_int8.tflite").interpreter.get_tensor_details()
     assert max(len(t["quantization_parameters"]["scales"]) for t in details) > 1  # per channel
-    if int8["method"] == "ptq":  # per-layer weight granularity (--weight-granularity auto)
+    if int8["method"].startswith("ptq"):  # per-layer weight granularity (auto)
         plan = int8["weight_granularity"]
         assert plan["per_tensor_layers"] + plan["per_channel_layers"] == 7  # cnn: 6 conv + 1
         assert len(plan["error_ratio"]) == 7
@@ -70,8 +70,11 @@ def test_artifacts_manifest_and_reports(exported):
     from fmnist_edge.export.make import pick
 
     defaults = ExportConfig()
-    ways = {"tflite-int8": {"qat", "ptq"},  # from QAT and post-training; ONNX: x activations
-            "onnx-int8": {f"{m}/{a}" for m in ("qat", "ptq") for a in ("int8", "uint8")}}
+    # from QAT and post-training, and post-training with the first convolution in float;
+    # ONNX: each x activation type
+    ways = {"tflite-int8": {"qat", "ptq", "ptq/float-first"},
+            "onnx-int8": {f"{m}/{a}" for m in ("qat", "ptq") for a in ("int8", "uint8")}
+            | {f"ptq/{a}/float-first" for a in ("int8", "uint8")}}
     for name, expected in ways.items():
         art = manifest["artifacts"][name]
         scores = art["validation_by_method"]
@@ -557,3 +560,67 @@ def test_onnx_activations_benchmark_scores_and_times_each_way(bench_script, test
                   "top1_accuracy": r["val_top1"], "p50_us": r["p50_us"]}
               for w, r in rows.items() if w != "fp32"}
     assert pick(scores, config.agreement_slack, config.min_speedup) in scores
+
+
+def test_first_convolution_left_in_float(exported, data_dir, tmp_path, test_split):
+    """The float-first ways: the first convolution's weights stay float32 (TFLite: between a
+    DEQUANTIZE and a QUANTIZE; ONNX: no DequantizeLinear feeds it), every other layer is
+    int8, and the model keeps the contract (uint8[N, 28, 28] in, float32[N, 10] out)."""
+    import onnx
+
+    from fmnist_edge.export import convert, granularity
+    from fmnist_edge.runtime import load
+
+    images, labels = test_split
+    calibration = images[:50]
+    float_tflite = (exported / "model_fp32.tflite").read_bytes()
+    plan = granularity.plan(float_tflite, "auto")
+    blob = granularity.quantize_int8(float_tflite, calibration, plan, float_first_conv=True)
+    ops = [op["op_name"] for op in granularity._interpreter(blob)._get_ops_details()]
+    first = ops.index("CONV_2D")
+    assert ops[first - 1] == "DEQUANTIZE" and ops[first + 1] == "QUANTIZE"
+    assert ops.count("DEQUANTIZE") == ops.count("QUANTIZE") == 1  # the rest is int8
+    tflite = tmp_path / "float_first.tflite"
+    tflite.write_bytes(blob)
+    proto = onnx.load(exported / "model_fp32.onnx")
+    name = convert.first_conv_node(proto)
+    assert name is not None
+    quantized = convert.onnx_int8_static(proto, calibration, tmp_path, activation_type="uint8",
+                                         float_first_conv=True)
+    nodes = {n.name: n for n in quantized.graph.node}
+    dequantized = {out for n in quantized.graph.node if n.op_type == "DequantizeLinear"
+                   for out in n.output}
+    assert nodes[name].input[1] not in dequantized  # float32 weights
+    assert sum(n.op_type == "Conv" and n.input[1] in dequantized
+               for n in quantized.graph.node) == 5  # the cnn's other convolutions are int8
+    onnx_path = tmp_path / "float_first.onnx"
+    onnx.save(quantized, onnx_path)
+    reference = load(exported / "model_fp32.tflite").logits(images[:500]).argmax(1)
+    for path in (tflite, onnx_path):
+        logits = load(path, verify=False).logits(images[:500])
+        assert logits.shape == (500, 10) and logits.dtype == np.float32
+        assert (logits.argmax(1) == reference).mean() > 0.95
+    mlp = _mlp_tflite()
+    assert granularity.first_conv_scope(mlp) is None
+    with pytest.raises(ValueError, match="no convolution"):
+        granularity.quantize_int8(mlp, calibration, granularity.GranularityPlan(),
+                                  float_first_conv=True)
+
+
+def _mlp_tflite() -> bytes:
+    from fmnist_edge.export.convert import to_tflite
+    from fmnist_edge.train.keras_shim import keras
+
+    inputs = keras.Input((28, 28, 1))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(inputs)))
+    return to_tflite(model, "fp32")
+
+
+def test_first_conv_option_is_checked():
+    from fmnist_edge.export.config import ExportConfig
+
+    assert ExportConfig().first_conv == ("int8", "float")
+    assert ExportConfig(first_conv=("float",)).first_conv == ("float",)
+    for bad in ((), ("int4",)):
+        with pytest.raises(ValueError, match="--first-conv must be one or more of int8, float"):
+            ExportConfig(first_conv=bad)
