@@ -88,8 +88,8 @@ class ExportConfig:
             ``float``; :data:`FIRST_CONV_MODES`); with both, an int8 artifact is made each
             way (``float``: post-training quantization with that one layer left in float,
             ways named ``ptq/float-first``, ``ptq/uint8/float-first``, ...) and the rule of
-            ``agreement_slack`` and ``min_speedup`` keeps one. A model without a convolution
-            is made the ``int8`` way.
+            ``agreement_slack`` and ``min_speedup`` keeps one. A model without a convolution,
+            and an int8 TFLite with uint8 I/O, is made the ``int8`` way.
         agreement_slack: choosing among an artifact's int8 ways, a way whose validation
             agreement with the float model is at most this much (a fraction) below the most
             faithful way's is chosen instead when it is at least ``min_speedup`` times faster

@@ -51,10 +51,10 @@ class TFLiteConverter:
         ``calibration``); ``ptq``: full-integer post-training quantization of the compressed
         float model (the converter for ``weight_granularity`` ``channel``, else
         ai-edge-quantizer with the per-layer plan); ``ptq/float-first``: the same by
-        ai-edge-quantizer with the first convolution left in float (``config.first_conv``).
-        Returns the makers and notes for the manifest (the weight-granularity plan of the
-        ``ptq`` ways)."""
-        float_first = ("float" in config.first_conv
+        ai-edge-quantizer with the first convolution left in float (``config.first_conv``;
+        int8 I/O only, as ai-edge-quantizer makes). Returns the makers and notes for the
+        manifest (the weight-granularity plan of the ``ptq`` ways)."""
+        float_first = ("float" in config.first_conv and config.int8_io == "int8"
                        and granularity.first_conv_scope(compressed.float_tflite) is not None)
         makers: dict[str, Maker] = {}
         notes: dict[str, Any] = {}

@@ -624,3 +624,30 @@ def test_first_conv_option_is_checked():
     for bad in ((), ("int4",)):
         with pytest.raises(ValueError, match="--first-conv must be one or more of int8, float"):
             ExportConfig(first_conv=bad)
+
+
+def test_float_first_ways_are_made_only_where_they_apply():
+    """TFLite ways by ``first_conv``, ``int8_io`` and the model (the makers are not run)."""
+    from types import SimpleNamespace
+
+    from fmnist_edge.export.config import ExportConfig
+    from fmnist_edge.export.convert import to_tflite
+    from fmnist_edge.export.make import TFLiteConverter
+    from fmnist_edge.train.keras_shim import keras
+
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, strides=2)(inputs)
+    conv = to_tflite(keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(x))),
+                     "fp32")
+    calibration = np.zeros((4, 28, 28), np.uint8)
+
+    def ways(float_tflite, **config):
+        compressed = SimpleNamespace(float_tflite=float_tflite, qat=None, float_model=None)
+        makers, _ = TFLiteConverter().int8_ways(compressed, calibration, ExportConfig(**config))
+        return set(makers)
+
+    assert ways(conv) == {"ptq", "ptq/float-first"}
+    assert ways(conv, first_conv=("float",)) == {"ptq/float-first"}
+    assert ways(conv, first_conv=("int8",)) == {"ptq"}
+    assert ways(conv, int8_io="uint8", weight_granularity="channel") == {"ptq"}  # int8 I/O only
+    assert ways(_mlp_tflite(), first_conv=("float",)) == {"ptq"}  # no convolution
