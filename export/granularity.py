@@ -43,13 +43,16 @@ CALIBRATION_METHODS = ("minmax", "moving_average")
 
 @dataclass
 class GranularityPlan:
-    """Which op (by output tensor name) gets which weight granularity, and why."""
+    """Which op (by output tensor name) gets which weight granularity, and why; and the
+    first convolution (``first_conv``, ``None`` in a model without one), which
+    :func:`quantize_int8` may leave in float."""
 
     granularity: str = "auto"
     max_error_ratio: float = MAX_ERROR_RATIO
     per_tensor: list[str] = field(default_factory=list)
     per_channel: list[str] = field(default_factory=list)
     error_ratio: dict[str, float] = field(default_factory=dict)
+    first_conv: str | None = None
 
     def to_dict(self) -> dict:
         return {"granularity": self.granularity,
@@ -93,9 +96,11 @@ def plan(float_tflite: bytes, granularity: str = "auto",
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
     result = GranularityPlan(granularity, max_error_ratio)
     for op in interpreter._get_ops_details():  # noqa: SLF001 (the public API has no op list)
+        name = names[op["outputs"][0]]
+        if result.first_conv is None and op["op_name"] in CONV_OPS:
+            result.first_conv = name
         if op["op_name"] not in PER_TENSOR_OPS:
             continue
-        name = names[op["outputs"][0]]
         ratio = per_tensor_error_ratio(interpreter.get_tensor(op["inputs"][1]))
         result.error_ratio[name] = ratio
         tensorwise = granularity == "tensor" or (granularity == "auto"
@@ -116,13 +121,9 @@ def _interpreter(float_tflite: bytes):
 
 def first_conv_scope(float_tflite: bytes) -> str | None:
     """The op scope (output tensor name) of the first CONV_2D or DEPTHWISE_CONV_2D in
-    execution order of a float TFLite model, or ``None`` when it has none."""
-    interpreter = _interpreter(float_tflite)
-    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
-    for op in interpreter._get_ops_details():  # noqa: SLF001 (the public API has no op list)
-        if op["op_name"] in CONV_OPS:
-            return names[op["outputs"][0]]
-    return None
+    execution order of a float TFLite model, or ``None`` when it has none (the plan's
+    ``first_conv``)."""
+    return plan(float_tflite, "channel").first_conv
 
 
 def quantize_int8(float_tflite: bytes, calibration: np.ndarray,
@@ -133,7 +134,7 @@ def quantize_int8(float_tflite: bytes, calibration: np.ndarray,
     ``layer_plan.per_tensor``; activation ranges calibrated on ``calibration``
     (``uint8[M, 28, 28]`` training images, fed as the model's ``float32[1, 28, 28, 1]``
     pixels 0-255) with ``calibration_method`` (one of :data:`CALIBRATION_METHODS`). With
-    ``float_first_conv`` the first convolution (:func:`first_conv_scope`) is left in float
+    ``float_first_conv`` the first convolution (``layer_plan.first_conv``) is left in float
     (ai-edge-quantizer's ``no_quantize`` algorithm: a DEQUANTIZE before it, a QUANTIZE after).
 
     Returns:
@@ -158,10 +159,9 @@ def quantize_int8(float_tflite: bytes, calibration: np.ndarray,
             q.add_static_config(scope, getattr(ops, op), 8, 8,
                                 qtyping.QuantGranularity.TENSORWISE)
     if float_first_conv:
-        first = first_conv_scope(float_tflite)
-        if first is None:
+        if layer_plan.first_conv is None:
             raise ValueError("float_first_conv: the model has no convolution")
-        q.update_quantization_recipe(regex=_scope_regex([first]),
+        q.update_quantization_recipe(regex=_scope_regex([layer_plan.first_conv]),
                                      operation_name=ops.ALL_SUPPORTED,
                                      algorithm_key="no_quantize")
     (signature, spec), = _signatures(float_tflite).items()

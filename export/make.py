@@ -54,13 +54,14 @@ class TFLiteConverter:
         ai-edge-quantizer with the first convolution left in float (``config.first_conv``;
         int8 I/O only, as ai-edge-quantizer makes). Returns the makers and notes for the
         manifest (the weight-granularity plan of the ``ptq`` ways)."""
-        float_first = ("float" in config.first_conv and config.int8_io == "int8"
-                       and granularity.first_conv_scope(compressed.float_tflite) is not None)
         makers: dict[str, Maker] = {}
         notes: dict[str, Any] = {}
         plan = (granularity.plan(compressed.float_tflite, config.weight_granularity)
-                if config.weight_granularity != "channel" or float_first else None)
-        if plan is not None:
+                if config.weight_granularity != "channel" or "float" in config.first_conv
+                else None)
+        float_first = ("float" in config.first_conv and config.int8_io == "int8"
+                       and plan.first_conv is not None)
+        if config.weight_granularity != "channel" or float_first:  # a ptq way uses the plan
             notes["weight_granularity"] = plan.to_dict()
         if "int8" in config.first_conv or not float_first:
             if compressed.qat is not None:
