@@ -138,9 +138,11 @@ def test_sigterm_leaves_resumable_state_and_resume_finishes(data_dir, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     deadline = time.time() + 240
     history = None
+    # Wait for a whole epoch end: the history row, then the resumable state (saved last).
     while time.time() < deadline and proc.poll() is None:
         found = list(runs_dir.glob("mlp/*/history.json"))
-        if found and json.loads(found[0].read_text() or "[]"):
+        if (found and json.loads(found[0].read_text() or "[]")
+                and list(found[0].parent.glob("backup/main/*/checkpoint"))):
             history = found[0]
             break
         time.sleep(0.2)
@@ -152,7 +154,8 @@ def test_sigterm_leaves_resumable_state_and_resume_finishes(data_dir, tmp_path):
     assert "--resume" in out
     assert json.loads((run / "state.json").read_text())["status"] == "interrupted"
     assert (run / "model.keras").is_file() and (run / "backup").is_dir()
-    done = len(json.loads(history.read_text()))
+    before = json.loads(history.read_text())
+    done = len(before)
     assert done < 6
 
     from typer.testing import CliRunner
@@ -171,17 +174,32 @@ def test_sigterm_leaves_resumable_state_and_resume_finishes(data_dir, tmp_path):
     assert json.loads((run / "state.json").read_text())["status"] == "finished"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["top1_accuracy"] > 0.8
-    # the train time adds the interrupted segment's epochs to the resumed one's wall time
-    assert metrics["resumed_at_epoch"] == done
+    # The resumed segment starts at the backup's epoch: the last history row is repeated if
+    # the signal came between its write and the backup's (the backup is saved last).
+    assert metrics["resumed_at_epoch"] in (done - 1, done)
+    done = metrics["resumed_at_epoch"]
+    assert json.loads(history.read_text())[:done] == before[:done]
     # one provenance record per segment, the first from the interrupted process
     assert len(metrics["segments"]) == 2
     assert "train mlp --epochs 6" in metrics["segments"][0]["command"]
     assert [seg["precision_policy"] for seg in metrics["segments"]] == ["float32",
                                                                        "mixed_bfloat16"]
     assert json.loads((run / "config.json").read_text())["mixed_precision"] is True
+    # the train time adds the interrupted segment's epochs to the resumed one's wall time
     earlier = sum(h["epoch_time_s"] for h in json.loads(history.read_text())[:done])
     assert metrics["train_time_s"] > earlier + sum(
         h["epoch_time_s"] for h in json.loads(history.read_text())[done:])
+
+
+def test_resumed_epoch_counts_the_rows_a_resume_kept():
+    from fmnist_edge.train.trainer import resumed_epoch
+
+    rows = [{"epoch": i, "epoch_time_s": 1.0 + i} for i in range(3)]
+    assert resumed_epoch([], rows) == 0
+    assert resumed_epoch(rows, rows + [{"epoch": 3, "epoch_time_s": 9.0}]) == 3
+    # stopped after epoch 2's row but before its backup: epoch 2 is run again
+    again = rows[:2] + [{"epoch": 2, "epoch_time_s": 7.5}, {"epoch": 3, "epoch_time_s": 9.0}]
+    assert resumed_epoch(rows, again) == 2
 
 
 def test_class_split_reports_each_stage(data_dir, tmp_path):

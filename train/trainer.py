@@ -366,9 +366,11 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
         model = architectures.build(config.arch, **kwargs)
         fit(model, config, splits, run_dir, verbose=verbose, reload=False)
     best = load_model(runs.Run(run_dir).model)
-    # A resumed run also counts the epochs its earlier segments completed.
-    train_time = time.perf_counter() - start + sum(h["epoch_time_s"] for h in earlier)
     history = runs.read_json(history_path, [])
+    resumed_at = resumed_epoch(earlier, history)
+    # A resumed run also counts the epochs its earlier segments completed.
+    train_time = (time.perf_counter() - start
+                  + sum(h["epoch_time_s"] for h in earlier[:resumed_at]))
     metrics = write_report(best, splits, run_dir, extra={
         "arch": config.arch,
         "train_images": int(len(splits.x_train)),
@@ -377,7 +379,7 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
         "epochs_run": len(history),
         "mean_epoch_time_s": float(np.mean([h["epoch_time_s"] for h in history])),
         "train_time_s": train_time,
-        "resumed_at_epoch": len(earlier),
+        "resumed_at_epoch": resumed_at,
         "precision_policy": policy,
         "replicas": strategy.num_replicas_in_sync,
         "environment": environment(),
@@ -388,6 +390,29 @@ def train(config: TrainConfig, *, data_dir: str | Path | None = None,
     shutil.rmtree(runs.Run(run_dir).backup, ignore_errors=True)
     write_state(run_dir, "finished", wall_time_s=wall)
     return TrainResult(run_dir, metrics, wall)
+
+
+def resumed_epoch(earlier: list[dict], history: list[dict]) -> int:
+    """The epoch a resumed segment started at: the number of leading history rows it kept.
+
+    The resumable state (BackupAndRestore) is saved after the history at each epoch end, so a
+    stop between the two leaves one history row more than the backup holds; the resumed
+    segment repeats that epoch and rewrites its row (a new ``epoch_time_s`` at least). So the
+    rows both lists share unchanged are the earlier segments' epochs.
+
+    Args:
+        earlier: ``history.json`` rows as they were before the segment.
+        history: the rows after it.
+
+    Returns:
+        Count of earlier-segment epochs (0 for a fresh run).
+    """
+    kept = 0
+    for before, after in zip(earlier, history):
+        if before != after:
+            break
+        kept += 1
+    return kept
 
 
 def _train_worker(config: TrainConfig, splits: Splits, kwargs: dict, strategy,
