@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -147,6 +148,9 @@ CONVERTERS: dict[str, TFLiteConverter | OnnxConverter] = {
     "tflite": TFLiteConverter(), "onnx": OnnxConverter()}
 
 
+#: Key of the fp32 artifact among the files :func:`choose` times (not a way).
+FLOAT_KEY = "float32 artifact"
+
 #: Batch-1 calls per way and rounds (interleaved across the ways) that time the int8 ways.
 CHOOSE_CALLS, CHOOSE_ROUNDS = 200, 5
 
@@ -173,11 +177,19 @@ def time_ways(paths: dict[str, Path], images: np.ndarray) -> dict[str, float]:
 
 
 def pick(scores: dict[str, dict[str, float]], agreement_slack: float,
-         min_speedup: float) -> str:
+         min_speedup: float, float_p50_us: float | None = None) -> str:
     """The rule of :func:`choose`: the most faithful way (highest validation agreement with
     the float model, then highest top-1), unless a way whose agreement is at most
     ``agreement_slack`` below it is at least ``min_speedup`` times faster (``p50_us``); then
-    the fastest such way."""
+    the fastest such way.
+
+    With ``float_p50_us`` (the fp32 artifact of the same runtime, timed beside the ways), the
+    rule runs among the ways faster than it when there are any: an int8 model slower than
+    its float one has no reason to exist (issue #18), and the parity gate still judges the
+    way kept."""
+    if float_p50_us is not None:
+        faster = {m: s for m, s in scores.items() if s.get("p50_us", math.inf) < float_p50_us}
+        scores = faster or scores
     faithful = max(scores, key=lambda m: (scores[m]["agreement_with_float"],
                                           scores[m]["top1_accuracy"]))
     best = scores[faithful]["agreement_with_float"]
@@ -194,19 +206,22 @@ def pick(scores: dict[str, dict[str, float]], agreement_slack: float,
 
 def choose(target: Path, makers: dict[str, Maker], x_val: np.ndarray, y_val: np.ndarray,
            ref_val: np.ndarray, *, agreement_slack: float = 0.0,
-           min_speedup: float = 1.05) -> dict[str, Any]:
+           min_speedup: float = 1.05, float_model: Path | None = None) -> dict[str, Any]:
     """Make an artifact every way in ``makers``, run each with its real runtime on the
     validation split (``uint8[V, 28, 28]`` images, ``uint8[V]`` labels; the test set is never
     used to choose), and keep the one that best keeps the float model's predictions: highest
     top-1 agreement with ``ref_val`` (the float model's ``float32[V, 10]`` logits), then
     highest top-1 accuracy; with ``agreement_slack`` > 0 and several ways, each is also
     timed at batch 1 on this machine (:func:`time_ways`) and a nearly as faithful way that is
-    ``min_speedup`` times faster wins (:func:`pick`). The kept file is renamed to
-    ``target``; a way that fails is recorded and the others go on.
+    ``min_speedup`` times faster wins (:func:`pick`); ``float_model`` (the fp32 artifact of
+    the same runtime, if made) is timed with them, and ways slower than it are passed over
+    when another is faster. The kept file is renamed to ``target``; a way that fails is
+    recorded and the others go on.
 
     Returns:
         Notes: ``method``, ``validation_by_method`` (scores of every way: agreement, top-1,
-        ``p50_us`` when timed), ``method_errors``.
+        ``p50_us`` when timed), ``method_errors``, and ``float_p50_us`` when the float
+        artifact was timed.
 
     Raises:
         ExportError: every way failed.
@@ -232,12 +247,19 @@ def choose(target: Path, makers: dict[str, Maker], x_val: np.ndarray, y_val: np.
         if not scores:
             raise ExportError(f"{target.name} conversion failed every way: "
                               f"{json.dumps(errors)}")
+        float_p50 = None
         if agreement_slack > 0 and len(trials) > 1:
-            for method, p50 in time_ways(trials, x_val[:64]).items():
+            timed = {**trials, FLOAT_KEY: float_model} if float_model else dict(trials)
+            p50s = time_ways(timed, x_val[:64])
+            float_p50 = p50s.pop(FLOAT_KEY, None)
+            for method, p50 in p50s.items():
                 scores[method]["p50_us"] = p50
-        method = pick(scores, agreement_slack, min_speedup)
+        method = pick(scores, agreement_slack, min_speedup, float_p50)
         trials[method].replace(target)
-    return {"method": method, "validation_by_method": scores, "method_errors": errors}
+    notes = {"method": method, "validation_by_method": scores, "method_errors": errors}
+    if float_p50 is not None:
+        notes["float_p50_us"] = float_p50
+    return notes
 
 
 def make_artifacts(stage: Path, formats: list[Format], reference, compressed: Compressed | None,
@@ -257,19 +279,23 @@ def make_artifacts(stage: Path, formats: list[Format], reference, compressed: Co
 
     notes: dict[str, dict[str, Any]] = {}
     ref_val = None
-    for fmt in formats:
+    float_files: dict[str, Path] = {}  # family -> its fp32 artifact, timed beside the int8 ways
+    for fmt in sorted(formats, key=lambda f: f.quantized):  # float files first
         converter, target = CONVERTERS[fmt.family], stage / fmt.filename
         log.info("converting %s", fmt.name)
         if not fmt.quantized:
             target.write_bytes(converter.float(reference, fmt))
             notes[fmt.name] = {}
+            if fmt.precision == "fp32":
+                float_files[fmt.family] = target
             continue
         if ref_val is None:
             ref_val = predict_logits(reference, data.x_val)
         makers, extra = converter.int8_ways(compressed, data.calibration, config)
         chosen = choose(target, makers, data.x_val, data.y_val, ref_val,
                         agreement_slack=config.agreement_slack,
-                        min_speedup=config.min_speedup)
+                        min_speedup=config.min_speedup,
+                        float_model=float_files.get(fmt.family))
         if not chosen["method"].startswith("ptq"):
             extra.pop("weight_granularity", None)  # the plan applies to the ptq ways only
         notes[fmt.name] = {**chosen, **extra, **converter.io(target)}

@@ -80,7 +80,9 @@ def test_artifacts_manifest_and_reports(exported):
         scores = art["validation_by_method"]
         assert set(scores) == expected, art["method_errors"]
         assert all(s["p50_us"] > 0 for s in scores.values())  # each way timed here
-        assert art["method"] == pick(scores, defaults.agreement_slack, defaults.min_speedup)
+        assert art["float_p50_us"] > 0  # beside the fp32 artifact of its runtime
+        assert art["method"] == pick(scores, defaults.agreement_slack, defaults.min_speedup,
+                                     art["float_p50_us"])
     assert manifest["versions"]["tensorflow"].startswith("2.")
     import hashlib
     for art in manifest["artifacts"].values():
@@ -188,6 +190,11 @@ def test_a_faster_way_wins_only_when_nearly_as_faithful_and_clearly_faster():
     assert pick({"a": faithful, "b": way(0.9955, 80.0)}, 0.0, 1.05) == "a"  # slack 0
     assert pick({"a": faithful, "b": way(0.9955, 80.0), "c": way(0.9952, 70.0)},
                 0.001, 1.05) == "c"
+    # Slower than the fp32 artifact (90 us): passed over for a way that is faster, even a
+    # less faithful one; kept when no way is faster.
+    assert pick({"a": faithful, "b": way(0.990, 50.0)}, 0.001, 1.05, 90.0) == "b"
+    assert pick({"a": faithful, "b": way(0.990, 95.0)}, 0.001, 1.05, 90.0) == "a"
+    assert pick({"a": faithful, "b": way(0.9955, 80.0)}, 0.001, 1.05, 200.0) == "b"
 
 
 def test_onnx_card_is_embedded(exported):
