@@ -215,10 +215,13 @@ def main() -> None:
     if rows:
         plot(rows)
         floor = shipped_photo_top1()
+        try:
+            choice = choose_default(rows, min_photo_top1=floor)
+        except ValueError as exc:  # nothing beats the shipped model: it stays
+            choice = f"keep the shipped model ({exc})"
         print(f"default model by the rule in choose_default() (latency budget "
               f"{DEFAULT_LATENCY_BUDGET_MS} ms, real photos >= the shipped model's "
-              f"{'unmeasured' if floor is None else format(floor, '.1%')}): "
-              f"{choose_default(rows, min_photo_top1=floor)}")
+              f"{'unmeasured' if floor is None else format(floor, '.1%')}): {choice}")
     collect.update_readme()
 
 
