@@ -41,6 +41,7 @@ class BenchmarkRow:
     rss_delta_mb: float
     first_load_time_ms: float
     p50_ratio_to_first: float = 1.0
+    p50_ratio_paired: float = 1.0
     size_ratio_to_first: float = 1.0
 
 
@@ -67,6 +68,37 @@ class Latency:
         return asdict(self)
 
 
+def _batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Eight ``uint8[batch_size, 28, 28]`` batches cycled from ``images`` (repeated when
+    there are fewer images than ``batch_size``)."""
+    reps = int(np.ceil(batch_size / len(images)))
+    pool = np.concatenate([images] * reps) if reps > 1 else images
+    return [pool[(i * batch_size) % (len(pool) - batch_size + 1):][:batch_size]
+            for i in range(8)]
+
+
+def _time_calls(runtime: Runtime, batches: list[np.ndarray], runs: int,
+                duration_s: float | None = None) -> list[float]:
+    """Seconds of each of at least ``runs`` timed ``runtime.logits`` calls (and at least
+    ``duration_s`` seconds of them), cycling through ``batches``."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < runs or (duration_s and time.perf_counter() - start < duration_s):
+        batch = batches[len(times) % len(batches)]
+        t0 = time.perf_counter()
+        runtime.logits(batch)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _latency(batch_size: int, times_s: list[float]) -> Latency:
+    """:class:`Latency` of timed calls (seconds each)."""
+    ms = np.array(times_s) * 1e3
+    return Latency(batch_size, len(ms), float(np.percentile(ms, 50)),
+                   float(np.percentile(ms, 90)), float(np.percentile(ms, 99)),
+                   float(ms.mean()), batch_size * len(ms) / (float(ms.sum()) / 1e3))
+
+
 def measure_latency(runtime: Runtime, images: np.ndarray, *, batch_size: int = 1,
                     warmup: int = 10, runs: int = 200, duration_s: float | None = None
                     ) -> Latency:
@@ -82,27 +114,16 @@ def measure_latency(runtime: Runtime, images: np.ndarray, *, batch_size: int = 1
 
     Returns:
         :class:`Latency` (ms and img/s).
+
+    Raises:
+        ValueError: no images.
     """
     if len(images) == 0:
         raise ValueError("measure_latency needs at least one image")
-    reps = int(np.ceil(batch_size / len(images)))
-    pool = np.concatenate([images] * reps) if reps > 1 else images
-    batches = [pool[(i * batch_size) % (len(pool) - batch_size + 1):][:batch_size]
-               for i in range(8)]
+    batches = _batches(images, batch_size)
     for i in range(warmup):
         runtime.logits(batches[i % len(batches)])
-    times = []
-    start = time.perf_counter()
-    while len(times) < runs or (duration_s and time.perf_counter() - start < duration_s):
-        batch = batches[len(times) % len(batches)]
-        t0 = time.perf_counter()
-        runtime.logits(batch)
-        times.append(time.perf_counter() - t0)
-    ms = np.array(times) * 1e3
-    p50 = float(np.percentile(ms, 50))
-    return Latency(batch_size, len(ms), p50, float(np.percentile(ms, 90)),
-                   float(np.percentile(ms, 99)), float(ms.mean()),
-                   batch_size * len(ms) / (float(ms.sum()) / 1e3))
+    return _latency(batch_size, _time_calls(runtime, batches, runs, duration_s))
 
 
 def _rss_mb() -> float:
@@ -154,65 +175,105 @@ def input_images(data_dir: str | Path | None = None, count: int = 512
     return images[:count], "fashion-mnist test images"
 
 
+#: Rounds in which the models of one ``benchmark`` setting take turns (``--rounds``).
+DEFAULT_ROUNDS = 5
+
+
+@dataclass
+class _Loaded:
+    path: Path
+    runtime: Runtime
+    load_ms: float
+    first_load_ms: float
+    rss_delta_mb: float
+
+
+def _load_timed(model: Path, n_threads: int, batch: np.ndarray) -> _Loaded:
+    """Load ``model`` twice (the first load also imports its runtime's library, once per
+    process; the second is what loading this model costs) and run it once on ``batch`` (the
+    largest of the run); the RSS delta is what the model added to the process."""
+    before = _rss_mb()
+    t0 = time.perf_counter()
+    warm = load(model, num_threads=n_threads)
+    first_ms = (time.perf_counter() - t0) * 1e3
+    del warm
+    t0 = time.perf_counter()
+    runtime = load(model, num_threads=n_threads)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    runtime.logits(batch)  # the first call allocates the arena / session buffers
+    return _Loaded(model, runtime, load_ms, first_ms, _rss_mb() - before)
+
+
 def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs: int = 200,
               duration_s: float | None = None, warmup: int = 20,
-              data_dir: str | Path | None = None) -> dict:
-    """Benchmark every model at every (batch size, thread count).
+              rounds: int = DEFAULT_ROUNDS, data_dir: str | Path | None = None) -> dict:
+    """Benchmark every model at every (batch size, thread count), side by side: for each
+    setting the models take turns in ``rounds`` rounds of ``ceil(runs / rounds)`` calls, so
+    that a slow minute of the machine hits all of them alike.
 
     Args:
         models: model files (.tflite, .onnx, .keras).
         batch_sizes: images per call.
         threads: intra-op thread counts.
-        runs: timed calls per setting (minimum when ``duration_s`` is given).
-        duration_s: time each setting for at least this many seconds.
+        runs: timed calls per model and setting (minimum when ``duration_s`` is given).
+        duration_s: time each model and setting for at least this many seconds.
         warmup: untimed calls first.
+        rounds: interleaved rounds (1: each model timed in one block, one after another).
         data_dir: where to find test images (no download).
 
     Returns:
-        ``{"machine", "inputs", "settings", "rows": [BenchmarkRow as dict]}``; ratios compare
-        each row with the first model's row at the same batch size and threads.
-        ``load_time_ms`` is a second load (the library already imported; the first, with
-        the import, is ``first_load_time_ms``); ``throughput_ips`` is images over the timed
-        calls' elapsed time; ``rss_delta_mb`` is the resident memory this model added to the
-        process (RSS after its measurements minus before its first load: allocators keep
-        freed memory, so it is approximate), while ``peak_rss_mb`` is the process peak so
-        far, which includes the models measured before.
+        ``{"machine", "inputs", "settings", "rows": [BenchmarkRow as dict]}``, rows in model,
+        threads, batch-size order. Ratios compare each row with the first model's row at the
+        same batch size and threads: ``p50_ratio_to_first`` of the p50s over all calls,
+        ``p50_ratio_paired`` the median over rounds of the ratio within each round (steadier
+        when the machine's speed changes). ``load_time_ms`` is a second load (the library
+        already imported; the first, with the import, is ``first_load_time_ms``);
+        ``throughput_ips`` is images over the timed calls' elapsed time; ``rss_delta_mb`` is
+        the resident memory the model added when loaded and first run on the largest batch
+        (allocators keep freed memory, so it is approximate), while ``peak_rss_mb`` is the
+        process peak so far, which includes every model of the run: they are all loaded
+        while they take turns.
 
     Raises:
         fmnist_edge.runtime.ModelFileError: an unreadable model (named).
+        ValueError: ``rounds`` < 1.
     """
+    if rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {rounds}")
     images, source = input_images(data_dir)
-    rows: list[BenchmarkRow] = []
-    for model in map(Path, models):
-        for n_threads in threads:
-            before = _rss_mb()
-            # The first load also imports the runtime's library (once per process); the
-            # second is what loading this model costs.
-            t0 = time.perf_counter()
-            warm = load(model, num_threads=n_threads)
-            first_ms = (time.perf_counter() - t0) * 1e3
-            del warm
-            t0 = time.perf_counter()
-            runtime = load(model, num_threads=n_threads)
-            load_ms = (time.perf_counter() - t0) * 1e3
-            for batch in batch_sizes:
-                lat = measure_latency(runtime, images, batch_size=batch, warmup=warmup,
-                                      runs=runs, duration_s=duration_s)
+    paths = list(map(Path, models))
+    per_round = max(1, -(-runs // rounds))
+    round_s = duration_s / rounds if duration_s else None
+    rows: dict[tuple[int, int, int], dict] = {}
+    for t_index, n_threads in enumerate(threads):
+        largest = _batches(images, max(batch_sizes))[0]
+        loaded = [_load_timed(model, n_threads, largest) for model in paths]
+        for b_index, batch in enumerate(batch_sizes):
+            batches = _batches(images, batch)
+            for item in loaded:
+                for i in range(warmup):
+                    item.runtime.logits(batches[i % len(batches)])
+            times = [[_time_calls(item.runtime, batches, per_round, round_s)
+                      for item in loaded] for _ in range(rounds)]
+            round_p50 = np.array([[np.median(t) for t in per_model] for per_model in times])
+            base = _latency(batch, [t for rnd in times for t in rnd[0]])
+            for m_index, item in enumerate(loaded):
+                lat = _latency(batch, [t for rnd in times for t in rnd[m_index]])
                 rss = _rss_mb()
-                rows.append(BenchmarkRow(
-                    str(model), batch, n_threads, model.stat().st_size, load_ms, lat.p50_ms,
-                    lat.p90_ms, lat.p99_ms, lat.throughput_ips, lat.runs, rss,
-                    _peak_rss_mb(), rss - before, first_ms))
-            del runtime
-    first = {(r.batch_size, r.threads): r for r in reversed(rows) if r.model == rows[0].model}
-    out = []
-    for r in rows:
-        base = first[(r.batch_size, r.threads)]
-        out.append({**asdict(r), "p50_ratio_to_first": r.p50_ms / base.p50_ms,
-                    "size_ratio_to_first": r.size_bytes / base.size_bytes})
+                row = BenchmarkRow(
+                    str(item.path), batch, n_threads, item.path.stat().st_size, item.load_ms,
+                    lat.p50_ms, lat.p90_ms, lat.p99_ms, lat.throughput_ips, lat.runs, rss,
+                    _peak_rss_mb(), item.rss_delta_mb, item.first_load_ms)
+                rows[m_index, t_index, b_index] = {
+                    **asdict(row), "p50_ratio_to_first": lat.p50_ms / base.p50_ms,
+                    "p50_ratio_paired": float(np.median(round_p50[:, m_index]
+                                                        / round_p50[:, 0])),
+                    "size_ratio_to_first": row.size_bytes / paths[0].stat().st_size}
+        del loaded
     return {"machine": machine(), "provenance": provenance(), "inputs": source,
-            "settings": {"runs": runs, "duration_s": duration_s, "warmup": warmup},
-            "rows": out}
+            "settings": {"runs": runs, "duration_s": duration_s, "warmup": warmup,
+                         "rounds": rounds},
+            "rows": [rows[key] for key in sorted(rows)]}
 
 
 def to_table(result: dict) -> str:
@@ -225,7 +286,8 @@ def to_table(result: dict) -> str:
     columns = (("model", "left"), ("batch", "right"), ("threads", "right"),
                ("size KiB", "right"), ("load ms", "right"), ("p50 ms", "right"),
                ("p90 ms", "right"), ("p99 ms", "right"), ("img/s", "right"),
-               ("+RSS MB", "right"), ("x p50", "right"), ("x size", "right"))
+               ("+RSS MB", "right"), ("x p50", "right"), ("x paired", "right"),
+               ("x size", "right"))
     for name, justify in columns:
         table.add_column(name, justify=justify, overflow="fold")
     for r in result["rows"]:
@@ -233,7 +295,9 @@ def to_table(result: dict) -> str:
                       f"{r['size_bytes'] / 1024:.1f}", f"{r['load_time_ms']:.1f}",
                       f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
                       f"{r['throughput_ips']:.0f}", f"{r.get('rss_delta_mb', float('nan')):.0f}",
-                      f"{r['p50_ratio_to_first']:.2f}", f"{r['size_ratio_to_first']:.2f}")
+                      f"{r['p50_ratio_to_first']:.2f}",
+                      f"{r['p50_ratio_paired']:.2f}" if "p50_ratio_paired" in r else "",
+                      f"{r['size_ratio_to_first']:.2f}")
     buf = io.StringIO()
     Console(file=buf, width=160, color_system=None).print(table)
     return buf.getvalue().rstrip("\n")

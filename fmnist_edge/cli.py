@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from fmnist_edge.benchmark import DEFAULT_ROUNDS
 from fmnist_edge.contract import LABELS
 from fmnist_edge.export.config import ALLOCATIONS, INT8_IO, ExportConfig
 from fmnist_edge.export.config import FIELDS as EXPORT_FIELDS
@@ -521,12 +522,17 @@ def benchmark(
     duration: Annotated[float | None, typer.Option(
         help="Time each setting for at least this many seconds.")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 20,
+    rounds: Annotated[int | None, typer.Option(
+        help="Rounds in which the models take turns, so that a slow minute of the machine "
+             f"hits them alike (1: one model after another). (default: {DEFAULT_ROUNDS})"
+    )] = None,
     as_json: Annotated[Path | None, typer.Option("--json", help="Write JSON here.")] = None,
     as_csv: Annotated[Path | None, typer.Option("--csv", help="Write CSV here.")] = None,
     data_dir: DataDir = None,
 ) -> None:
     """Latency (p50/p90/p99 ms), throughput (img/s), size, load time and memory, side by
-    side; ratios are against the first model."""
+    side, the models taking turns in rounds; ratios are against the first model (paired:
+    the median over rounds of the ratio within each round)."""
     from fmnist_edge import atomic
     from fmnist_edge.benchmark import benchmark as run_benchmark
     from fmnist_edge.benchmark import to_csv, to_table
@@ -535,6 +541,8 @@ def benchmark(
 
     if runs < 1 or warmup < 0 or (duration is not None and duration <= 0):
         _fail("--runs must be >= 1, --warmup >= 0 and --duration > 0")
+    if rounds is not None and rounds < 1:
+        _fail(f"--rounds must be >= 1, got {rounds}")
     for option, target in (("--json", as_json), ("--csv", as_csv)):
         if target is not None:
             _check_output_file(option, target)
@@ -548,7 +556,9 @@ def benchmark(
             _fail(str(exc))
         result = run_benchmark(paths, batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
                                threads=_int_list(threads, "--threads"), runs=runs,
-                               duration_s=duration, warmup=warmup, data_dir=data_dir)
+                               duration_s=duration, warmup=warmup,
+                               **({} if rounds is None else {"rounds": rounds}),
+                               data_dir=data_dir)
     except (ModelFileError, DataError, ImportError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(to_table(result))

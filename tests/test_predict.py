@@ -116,13 +116,45 @@ def test_benchmark_table_json_csv(tmp_path, data_dir):
     assert len(doc["machine"]["load_average_1_5_15_min"]) == 3
     assert row["size_ratio_to_first"] < 0.35 and row["peak_rss_mb"] > 0
     assert doc["rows"][0]["p50_ratio_to_first"] == 1.0
+    assert doc["rows"][0]["p50_ratio_paired"] == 1.0
+    # the models took turns in rounds: every model's calls are split across them
+    assert doc["settings"]["rounds"] == 5 and row["runs"] == 20
+    assert 0 < row["p50_ratio_paired"] < 10
     assert (tmp_path / "b.csv").read_text().splitlines()[0].startswith("model,batch_size")
+    assert "x paired" in result.output
+
+
+def test_benchmark_models_take_turns_in_rounds(monkeypatch, data_dir):
+    from fmnist_edge import benchmark as bench
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, path):
+            self.name = Path(path).name
+
+        def logits(self, images):
+            calls.append(self.name)
+            return np.zeros((len(images), 10), np.float32)
+
+    monkeypatch.setattr(bench, "load", lambda path, num_threads: Recorder(path))
+    files = [FIXTURES / "mlp_fp32.tflite", FIXTURES / "mlp_int8.tflite"]
+    result = bench.benchmark(files, runs=6, warmup=0, rounds=3, data_dir=data_dir)
+    timed = calls[2:]  # after one first call per model at load
+    assert timed == (["mlp_fp32.tflite"] * 2 + ["mlp_int8.tflite"] * 2) * 3
+    assert [r["runs"] for r in result["rows"]] == [6, 6]
+    one_block = bench.benchmark(files, runs=6, warmup=0, rounds=1, data_dir=data_dir)
+    assert one_block["settings"]["rounds"] == 1
+    assert calls[-12:] == ["mlp_fp32.tflite"] * 6 + ["mlp_int8.tflite"] * 6
 
 
 def test_benchmark_bad_options(tmp_path):
     result = runner.invoke(app, ["benchmark", str(FIXTURES / "mlp_int8.tflite"),
                                  "--batch-sizes", "0"])
     assert result.exit_code == 1 and "--batch-sizes" in result.output
+    result = runner.invoke(app, ["benchmark", str(FIXTURES / "mlp_int8.tflite"),
+                                 "--rounds", "0"])
+    assert result.exit_code == 1 and "--rounds must be >= 1" in result.output
     result = runner.invoke(app, ["benchmark", str(tmp_path / "none.tflite")])
     assert result.exit_code == 1 and "none.tflite" in result.output
 
