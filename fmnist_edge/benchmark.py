@@ -208,8 +208,8 @@ def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs:
               duration_s: float | None = None, warmup: int = 20,
               rounds: int = DEFAULT_ROUNDS, data_dir: str | Path | None = None) -> dict:
     """Benchmark every model at every (batch size, thread count), side by side: for each
-    setting the models take turns in ``rounds`` rounds of ``ceil(runs / rounds)`` calls, so
-    that a slow minute of the machine hits all of them alike.
+    setting the models take turns in ``rounds`` rounds (at most ``runs``) that share each
+    model's ``runs`` calls, so that a slow minute of the machine hits all of them alike.
 
     Args:
         models: model files (.tflite, .onnx, .keras).
@@ -242,7 +242,9 @@ def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs:
         raise ValueError(f"--rounds must be >= 1, got {rounds}")
     images, source = input_images(data_dir)
     paths = list(map(Path, models))
-    per_round = max(1, -(-runs // rounds))
+    rounds = min(rounds, runs)
+    # runs split as evenly as the rounds allow, so every model gets exactly ``runs`` calls
+    per_round = [runs // rounds + (r < runs % rounds) for r in range(rounds)]
     round_s = duration_s / rounds if duration_s else None
     rows: dict[tuple[int, int, int], dict] = {}
     for t_index, n_threads in enumerate(threads):
@@ -253,8 +255,8 @@ def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs:
             for item in loaded:
                 for i in range(warmup):
                     item.runtime.logits(batches[i % len(batches)])
-            times = [[_time_calls(item.runtime, batches, per_round, round_s)
-                      for item in loaded] for _ in range(rounds)]
+            times = [[_time_calls(item.runtime, batches, calls, round_s) for item in loaded]
+                     for calls in per_round]
             round_p50 = np.array([[np.median(t) for t in per_model] for per_model in times])
             base = _latency(batch, [t for rnd in times for t in rnd[0]])
             for m_index, item in enumerate(loaded):
@@ -272,7 +274,7 @@ def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs:
         del loaded
     return {"machine": machine(), "provenance": provenance(), "inputs": source,
             "settings": {"runs": runs, "duration_s": duration_s, "warmup": warmup,
-                         "rounds": rounds},
+                         "rounds": rounds},  # rounds as run: at most runs
             "rows": [rows[key] for key in sorted(rows)]}
 
 

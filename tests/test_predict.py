@@ -146,6 +146,13 @@ def test_benchmark_models_take_turns_in_rounds(monkeypatch, data_dir):
     one_block = bench.benchmark(files, runs=6, warmup=0, rounds=1, data_dir=data_dir)
     assert one_block["settings"]["rounds"] == 1
     assert calls[-12:] == ["mlp_fp32.tflite"] * 6 + ["mlp_int8.tflite"] * 6
+    # runs split as evenly as possible, exactly runs calls; no more rounds than calls
+    uneven = bench.benchmark(files, runs=5, warmup=0, rounds=3, data_dir=data_dir)
+    assert calls[-10:] == (["mlp_fp32.tflite"] * 2 + ["mlp_int8.tflite"] * 2) * 2 + [
+        "mlp_fp32.tflite", "mlp_int8.tflite"]
+    assert [r["runs"] for r in uneven["rows"]] == [5, 5]
+    few = bench.benchmark(files, runs=2, warmup=0, rounds=5, data_dir=data_dir)
+    assert few["settings"]["rounds"] == 2 and [r["runs"] for r in few["rows"]] == [2, 2]
 
 
 def test_benchmark_bad_options(tmp_path):
