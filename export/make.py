@@ -158,22 +158,17 @@ CHOOSE_CALLS, CHOOSE_ROUNDS = 200, 5
 def time_ways(paths: dict[str, Path], images: np.ndarray) -> dict[str, float]:
     """p50 batch-1 latency in microseconds of each model file, one thread, in
     :data:`CHOOSE_ROUNDS` interleaved rounds (so a busy moment slows every way alike) of
-    ``CHOOSE_CALLS / CHOOSE_ROUNDS`` calls over ``uint8[K, 28, 28]`` ``images``."""
-    import time
+    ``CHOOSE_CALLS / CHOOSE_ROUNDS`` calls over ``uint8[K, 28, 28]`` ``images``
+    (:func:`fmnist_edge.benchmark.interleaved_times`)."""
+    from fmnist_edge.benchmark import interleaved_times
 
-    runtimes = {name: load(path, verify=False, num_threads=1) for name, path in paths.items()}
-    per_round = max(1, CHOOSE_CALLS // CHOOSE_ROUNDS)
-    samples: dict[str, list[float]] = {name: [] for name in paths}
-    for rt in runtimes.values():  # warm-up
+    runtimes = [load(path, verify=False, num_threads=1) for path in paths.values()]
+    for rt in runtimes:  # warm-up
         rt.logits(images[:1])
-    for _ in range(CHOOSE_ROUNDS):
-        for name, rt in runtimes.items():
-            for i in range(per_round):
-                one = images[i % len(images)][None]
-                start = time.perf_counter()
-                rt.logits(one)
-                samples[name].append((time.perf_counter() - start) * 1e6)
-    return {name: float(np.median(values)) for name, values in samples.items()}
+    per_round = [max(1, CHOOSE_CALLS // CHOOSE_ROUNDS)] * CHOOSE_ROUNDS
+    times = interleaved_times(runtimes, [image[None] for image in images], per_round)
+    return {name: float(np.median([t for rnd in times for t in rnd[i]])) * 1e6
+            for i, name in enumerate(paths)}
 
 
 def pick(scores: dict[str, dict[str, float]], agreement_slack: float,

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fmnist_edge import data
 from fmnist_edge.provenance import machine as provenance_machine
 from fmnist_edge.provenance import package_versions, provenance
 from fmnist_edge.runtime import load
@@ -91,6 +90,20 @@ def _time_calls(runtime: Runtime, batches: list[np.ndarray], runs: int,
     return times
 
 
+def interleaved_times(runtimes: list[Runtime], batches: list[np.ndarray],
+                      per_round: list[int], round_s: float | None = None
+                      ) -> list[list[list[float]]]:
+    """Time several loaded models taking turns: in round ``r`` each model makes
+    ``per_round[r]`` timed ``logits`` calls (and at least ``round_s`` seconds of them) on
+    ``batches`` in turn, so that a slow minute of the machine hits all of them alike.
+
+    Returns:
+        Seconds of each call, ``times[round][model][call]``.
+    """
+    return [[_time_calls(rt, batches, calls, round_s) for rt in runtimes]
+            for calls in per_round]
+
+
 def _latency(batch_size: int, times_s: list[float]) -> Latency:
     """:class:`Latency` of timed calls (seconds each)."""
     ms = np.array(times_s) * 1e3
@@ -163,6 +176,8 @@ def input_images(data_dir: str | Path | None = None, count: int = 512
         fmnist_edge.data.DataError: the data was found (or named with ``--data-dir``) but is
             corrupt or incomplete: that is never silently replaced by random pixels.
     """
+    from fmnist_edge import data
+
     try:
         data.locate(data_dir, download=False, splits=("test",))
     except data.DataError as exc:
@@ -206,7 +221,7 @@ def _load_timed(model: Path, n_threads: int, batch: np.ndarray) -> _Loaded:
 
 def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs: int = 200,
               duration_s: float | None = None, warmup: int = 20,
-              rounds: int = DEFAULT_ROUNDS, data_dir: str | Path | None = None) -> dict:
+              rounds: int | None = None, data_dir: str | Path | None = None) -> dict:
     """Benchmark every model at every (batch size, thread count), side by side: for each
     setting the models take turns in ``rounds`` rounds (at most ``runs``) that share each
     model's ``runs`` calls, so that a slow minute of the machine hits all of them alike.
@@ -218,7 +233,8 @@ def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs:
         runs: timed calls per model and setting (minimum when ``duration_s`` is given).
         duration_s: time each model and setting for at least this many seconds.
         warmup: untimed calls first.
-        rounds: interleaved rounds (1: each model timed in one block, one after another).
+        rounds: interleaved rounds (1: each model timed in one block, one after another;
+            ``None``: :data:`DEFAULT_ROUNDS`).
         data_dir: where to find test images (no download).
 
     Returns:
@@ -238,6 +254,7 @@ def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs:
         fmnist_edge.runtime.ModelFileError: an unreadable model (named).
         ValueError: ``rounds`` < 1.
     """
+    rounds = DEFAULT_ROUNDS if rounds is None else rounds
     if rounds < 1:
         raise ValueError(f"--rounds must be >= 1, got {rounds}")
     images, source = input_images(data_dir)
@@ -255,8 +272,8 @@ def benchmark(models: list[str | Path], *, batch_sizes=(1,), threads=(1,), runs:
             for item in loaded:
                 for i in range(warmup):
                     item.runtime.logits(batches[i % len(batches)])
-            times = [[_time_calls(item.runtime, batches, calls, round_s) for item in loaded]
-                     for calls in per_round]
+            times = interleaved_times([item.runtime for item in loaded], batches, per_round,
+                                      round_s)
             round_p50 = np.array([[np.median(t) for t in per_model] for per_model in times])
             base = _latency(batch, [t for rnd in times for t in rnd[0]])
             for m_index, item in enumerate(loaded):
@@ -323,6 +340,7 @@ def run_script(main: Callable[[], None]) -> None:
     Raises:
         SystemExit: status 2 on such an error.
     """
+    from fmnist_edge import data
     from fmnist_edge.photo_eval import PhotoSetError
     from fmnist_edge.preprocess import ImageError
     from fmnist_edge.runs import RunError

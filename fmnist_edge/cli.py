@@ -556,8 +556,7 @@ def benchmark(
             _fail(str(exc))
         result = run_benchmark(paths, batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
                                threads=_int_list(threads, "--threads"), runs=runs,
-                               duration_s=duration, warmup=warmup,
-                               **({} if rounds is None else {"rounds": rounds}),
+                               duration_s=duration, warmup=warmup, rounds=rounds,
                                data_dir=data_dir)
     except (ModelFileError, DataError, ImportError, ValueError) as exc:
         _fail(str(exc))
