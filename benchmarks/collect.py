@@ -313,18 +313,13 @@ def _export_options_table() -> str:
     import typer.main
 
     from fmnist_edge import cli
-    from fmnist_edge.export.config import FIELDS, ExportConfig
-    from fmnist_edge.train.config import ARCHITECTURES
-
-    def shown(value):
-        return ",".join(value) if isinstance(value, tuple) else value
+    from fmnist_edge.export.config import FIELDS, field_defaults
 
     params = {p.name: p for p in typer.main.get_command(cli.app).commands["export"].params}
     rows = ["| option | default | what it sets |", "|---|---|---|"]
     for name in FIELDS:
-        default = f"`{shown(getattr(ExportConfig(), name))}`" + "".join(
-            f"; {arch}: `{shown(entry.export[name])}`" for arch, entry in ARCHITECTURES.items()
-            if name in entry.export)
+        value, own = field_defaults(name)
+        default = f"`{value}`" + "".join(f"; {arch}: `{v}`" for arch, v in own.items())
         flags = " / ".join(f"`{flag}`" for flag in params[name].opts + params[name].secondary_opts)
         text = re.sub(r" \(default: [^)]*\)$", "", params[name].help or "")
         rows.append(f"| {flags} | {default} | {text} |")

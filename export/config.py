@@ -218,3 +218,22 @@ class ExportConfig:
 
 #: The names of the settings (the CLI's options and the experiments' keys).
 FIELDS = tuple(f.name for f in dataclasses.fields(ExportConfig))
+
+
+def field_defaults(field: str) -> tuple[str, dict[str, str]]:
+    """The default of one ``ExportConfig`` field as the CLI shows it (a tuple joined with
+    commas), and the architectures whose registry entry sets another, in registry order;
+    ``fmnist-edge export --help`` and the README's option table both print these.
+
+    Returns:
+        ``(default, {arch: value})``, both as text.
+
+    Raises:
+        AttributeError: ``field`` is not an ``ExportConfig`` field.
+    """
+    def shown(value) -> str:
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    return (shown(getattr(ExportConfig(), field)),
+            {arch: shown(entry.export[field]) for arch, entry in ARCHITECTURES.items()
+             if field in entry.export})

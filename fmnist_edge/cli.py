@@ -16,7 +16,7 @@ import typer
 
 from fmnist_edge.benchmark import DEFAULT_ROUNDS
 from fmnist_edge.contract import LABELS
-from fmnist_edge.export.config import ALLOCATIONS, INT8_IO, ExportConfig
+from fmnist_edge.export.config import ALLOCATIONS, INT8_IO, ExportConfig, field_defaults
 from fmnist_edge.export.config import FIELDS as EXPORT_FIELDS
 from fmnist_edge.export.config import OPTIMIZERS as EXPORT_OPTIMIZERS
 from fmnist_edge.export.granularity import CALIBRATION_METHODS, MAX_ERROR_RATIO
@@ -72,20 +72,13 @@ def _h(text: str, field: str) -> str:
     return f"{text} (default: " + ", ".join(f"{a} {v}" for a, v in values.items()) + ")"
 
 
-_EXPORT_DEFAULTS = ExportConfig()  # read once at import, for the help texts
-
-
 def _xh(text: str, field: str) -> str:
     """Help text of an export option with its default, read from ``ExportConfig()`` (the
     CLI passes ``None`` and :meth:`ExportConfig.resolve` applies the default), and the
     architectures whose registry entry sets another."""
-    def shown(value):
-        return ",".join(value) if isinstance(value, tuple) else value
-
-    own = [f"{arch} {shown(entry.export[field])}" for arch, entry in ARCHITECTURES.items()
-           if field in entry.export]
-    return (f"{text} (default: {shown(getattr(_EXPORT_DEFAULTS, field))}"
-            + (f"; {', '.join(own)}" if own else "") + ")")
+    default, own = field_defaults(field)
+    others = ", ".join(f"{arch} {value}" for arch, value in own.items())
+    return f"{text} (default: {default}" + (f"; {others}" if others else "") + ")"
 
 
 def _fail(message: str, code: int = 1) -> None:

@@ -159,3 +159,18 @@ def test_every_training_option_is_a_config_field_that_defaults_to_none():
             continue
         assert name in TRAIN_FIELDS, f"--{name} is not a TrainConfig field"
         assert param.default is None, f"--{name} restates its default"
+
+
+def test_field_defaults_give_the_default_and_each_architecture_that_sets_another():
+    from fmnist_edge.export.config import field_defaults
+    from fmnist_edge.train.config import ARCHITECTURES
+
+    for name in FIELDS:
+        default, own = field_defaults(name)
+        value = getattr(ExportConfig(), name)
+        assert default == (",".join(value) if isinstance(value, tuple) else str(value))
+        assert own == {arch: str(getattr(ExportConfig.resolve(arch), name))
+                       if not isinstance(entry.export[name], tuple)
+                       else ",".join(entry.export[name])
+                       for arch, entry in ARCHITECTURES.items() if name in entry.export}
+    assert any(field_defaults(name)[1] for name in FIELDS)  # some entry sets its own
