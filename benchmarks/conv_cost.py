@@ -14,14 +14,14 @@ files of a probe taking turns). Weights are untrained: latency does not depend o
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from fmnist_edge import atomic, data
-from fmnist_edge.benchmark import machine, run_script
+from fmnist_edge.benchmark import interleaved_call_times, machine, run_script
 from fmnist_edge.provenance import provenance
 
 #: (input channels, output channels) of the probed convolutions: the cnn's first (1 -> 32)
@@ -58,15 +58,16 @@ def time_files(paths: list[Path], rounds: int, calls: int) -> list[float]:
         for _ in range(20):
             it.set_tensor(detail["index"], x)
             it.invoke()
-        runs.append((it, detail["index"], x, []))
-    for _ in range(rounds):
-        for it, index, x, times in runs:
-            start = time.perf_counter()
-            for _ in range(calls):
-                it.set_tensor(index, x)
-                it.invoke()
-            times.append((time.perf_counter() - start) / calls * 1e6)
-    return [float(np.median(times)) for *_, times in runs]
+        runs.append((functools.partial(_invoke, it, detail["index"]), [x]))
+    times = interleaved_call_times(runs, [calls] * rounds)
+    # each round's mean, then the median over rounds
+    return [float(np.median([np.mean(rnd[k]) for rnd in times])) * 1e6
+            for k in range(len(runs))]
+
+
+def _invoke(interpreter, index: int, x: np.ndarray) -> None:
+    interpreter.set_tensor(index, x)
+    interpreter.invoke()
 
 
 def main() -> None:

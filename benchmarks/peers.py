@@ -33,14 +33,13 @@ import argparse
 import functools
 import importlib
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from fmnist_edge import atomic, data
-from fmnist_edge.benchmark import machine, run_script
+from fmnist_edge.benchmark import interleaved_call_times, machine, run_script
 from fmnist_edge.provenance import provenance
 from fmnist_edge.runtime import load
 from fmnist_edge.runtime.quant import quantize_pixels
@@ -176,20 +175,15 @@ def compare(paths: list[Path], images: np.ndarray, *, rounds: int = 20, calls: i
                 continue
             for i in range(warmup):
                 call(inputs[i % len(inputs)])
-            runs.append((path, peer, call, inputs, []))
-    for _ in range(rounds):
-        for _path, _peer, call, inputs, times in runs:
-            for i in range(calls):
-                x = inputs[i % len(inputs)]
-                start = time.perf_counter()
-                call(x)
-                times.append(time.perf_counter() - start)
+            runs.append((path, peer, call, inputs))
+    times = interleaved_call_times([(call, inputs) for *_, call, inputs in runs],
+                                   [calls] * rounds)
     rows, per_round = [], {}
-    for path, peer, _call, _inputs, times in runs:
-        us = np.asarray(times) * 1e6
-        per_round[str(path), peer] = np.median(us.reshape(rounds, calls), axis=1)
+    for k, (path, peer, _call, _inputs) in enumerate(runs):
+        us = np.asarray([rnd[k] for rnd in times]) * 1e6  # [rounds, calls]
+        per_round[str(path), peer] = np.median(us, axis=1)
         rows.append({"model": str(path), "peer": peer, "p50_us": float(np.median(us)),
-                     "p99_us": float(np.percentile(us, 99)), "calls": len(us),
+                     "p99_us": float(np.percentile(us, 99)), "calls": us.size,
                      "round_p50_us": [round(float(v), 2) for v in per_round[str(path), peer]]})
     for path in paths:
         mine = [r for r in rows if r["model"] == str(path)]

@@ -9,7 +9,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,18 +76,34 @@ def _batches(images: np.ndarray, batch_size: int) -> list[np.ndarray]:
             for i in range(8)]
 
 
-def _time_calls(runtime: Runtime, batches: list[np.ndarray], runs: int,
+def _time_calls(call: Callable[[object], object], inputs: Sequence[object], runs: int,
                 duration_s: float | None = None) -> list[float]:
-    """Seconds of each of at least ``runs`` timed ``runtime.logits`` calls (and at least
-    ``duration_s`` seconds of them), cycling through ``batches``."""
+    """Seconds of each of at least ``runs`` timed ``call(x)`` (and at least ``duration_s``
+    seconds of them), ``x`` cycling through ``inputs`` (picked outside the timed region)."""
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < runs or (duration_s and time.perf_counter() - start < duration_s):
-        batch = batches[len(times) % len(batches)]
+        x = inputs[len(times) % len(inputs)]
         t0 = time.perf_counter()
-        runtime.logits(batch)
+        call(x)
         times.append(time.perf_counter() - t0)
     return times
+
+
+def interleaved_call_times(calls: Sequence[tuple[Callable[[object], object], Sequence[object]]],
+                           per_round: Sequence[int], round_s: float | None = None
+                           ) -> list[list[list[float]]]:
+    """Time several callables taking turns: in round ``r`` each ``(call, inputs)`` makes
+    ``per_round[r]`` timed calls ``call(x)`` (and at least ``round_s`` seconds of them),
+    ``x`` cycling through its ``inputs`` from the first, so that a slow minute of the
+    machine hits all of them alike. ``benchmarks/peers.py`` and ``conv_cost.py`` time raw
+    library calls with it; :func:`interleaved_times` times loaded models.
+
+    Returns:
+        Seconds of each call, ``times[round][callable][call]``.
+    """
+    return [[_time_calls(call, inputs, n, round_s) for call, inputs in calls]
+            for n in per_round]
 
 
 def interleaved_times(runtimes: list[Runtime], batches: list[np.ndarray],
@@ -95,13 +111,14 @@ def interleaved_times(runtimes: list[Runtime], batches: list[np.ndarray],
                       ) -> list[list[list[float]]]:
     """Time several loaded models taking turns: in round ``r`` each model makes
     ``per_round[r]`` timed ``logits`` calls (and at least ``round_s`` seconds of them) on
-    ``batches`` in turn, so that a slow minute of the machine hits all of them alike.
+    ``batches`` (``uint8[B, 28, 28]`` each) in turn, so that a slow minute of the machine
+    hits all of them alike.
 
     Returns:
         Seconds of each call, ``times[round][model][call]``.
     """
-    return [[_time_calls(rt, batches, calls, round_s) for rt in runtimes]
-            for calls in per_round]
+    return interleaved_call_times([(rt.logits, batches) for rt in runtimes], per_round,
+                                  round_s)
 
 
 def _latency(batch_size: int, times_s: list[float]) -> Latency:
@@ -136,7 +153,7 @@ def measure_latency(runtime: Runtime, images: np.ndarray, *, batch_size: int = 1
     batches = _batches(images, batch_size)
     for i in range(warmup):
         runtime.logits(batches[i % len(batches)])
-    return _latency(batch_size, _time_calls(runtime, batches, runs, duration_s))
+    return _latency(batch_size, _time_calls(runtime.logits, batches, runs, duration_s))
 
 
 def _rss_mb() -> float:

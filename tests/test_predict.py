@@ -155,6 +155,20 @@ def test_benchmark_models_take_turns_in_rounds(monkeypatch, data_dir):
     assert few["settings"]["rounds"] == 2 and [r["runs"] for r in few["rows"]] == [2, 2]
 
 
+def test_interleaved_call_times_take_turns_and_cycle_each_callables_inputs():
+    from fmnist_edge.benchmark import interleaved_call_times
+
+    seen = []
+    calls = [(lambda x: seen.append(("a", x)), ["a0", "a1"]),
+             (lambda x: seen.append(("b", x)), ["b0"])]
+    times = interleaved_call_times(calls, [3, 1])
+    # round 0: a three times (inputs cycling), then b; round 1 starts each from its first input
+    assert [who for who, _ in seen] == ["a"] * 3 + ["b"] * 3 + ["a", "b"]
+    assert [x for _, x in seen] == ["a0", "a1", "a0", "b0", "b0", "b0", "a0", "b0"]
+    assert [[len(per) for per in rnd] for rnd in times] == [[3, 3], [1, 1]]
+    assert all(t >= 0 for rnd in times for per in rnd for t in per)
+
+
 def test_benchmark_bad_options(tmp_path):
     result = runner.invoke(app, ["benchmark", str(FIXTURES / "mlp_int8.tflite"),
                                  "--batch-sizes", "0"])
