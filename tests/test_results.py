@@ -55,3 +55,28 @@ def test_experiments_readme_quotes_only_recorded_numbers():
             value, tolerance = float(quoted[0]), 0.5 * 10 ** -len(quoted[1]) + 1e-9
             assert any(abs(v * 100 - value) <= tolerance for v in recorded), (
                 f"{quoted[0]} % in experiments/README.md is in no result file")
+
+
+def test_the_committed_edge_model_meets_its_bars(test_split):
+    """#16's edge model, as committed: int8 TFLite <= 102,400 bytes and >= 94.0 % top-1 on the
+    full test set (re-measured here, not read from its card), <= 10 MMAC, and at most 0.5x
+    the cnn's batch-1 p50 in the committed side-by-side benchmark."""
+    import json
+
+    import numpy as np
+
+    from fmnist_edge.runtime import load
+
+    path = ROOT / "benchmarks" / "artifacts" / "edgecnn48" / "model_int8.tflite"
+    assert path.stat().st_size <= 102_400
+    images, labels = test_split
+    top1 = float((load(path).logits(images).argmax(1) == labels).mean())
+    assert top1 >= 0.940, f"{path.name}: {top1:.2%}"
+    zoo = json.loads((ROOT / "benchmarks" / "results" / "zoo_edgecnn48.json").read_text())
+    assert zoo["macs_per_image"] <= 10_000_000
+    rows = json.loads((ROOT / "benchmarks" / "results" / "edge_vs_cnn_xeon_amx.json")
+                      .read_text())["rows"]
+    p50 = {(Path(r["model"]).parent.name, Path(r["model"]).suffix): r["p50_ms"] for r in rows}
+    for suffix in (".tflite", ".onnx"):
+        assert p50["edgecnn48", suffix] <= 0.5 * p50["cnn", suffix]
+    assert np.isfinite(list(p50.values())).all()
