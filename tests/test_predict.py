@@ -263,9 +263,16 @@ def test_default_model_is_the_runtime_measured_faster_here_and_the_choice_is_cac
     monkeypatch.setattr(choice, "machine", lambda: {"cpu": "another CPU", "cores": 1})
     predict.default_model()
     assert len(calls) == 4
+    # the same CPU name with other int8 instructions (an AVX2 EPYC, a VNNI EPYC) too
+    monkeypatch.setattr(choice, "machine",
+                        lambda: {"cpu": "another CPU", "cores": 1, "int8_isa": "avx512_vnni"})
+    predict.default_model()
+    assert len(calls) == 5
+    predict.default_model()
+    assert len(calls) == 5
     # a damaged cache is measured again, never an error
     choice.cache_path().write_text("{not json")
-    assert predict.default_model().name == "default_int8.onnx" and len(calls) == 5
+    assert predict.default_model().name == "default_int8.onnx" and len(calls) == 6
 
 
 def test_default_model_with_one_runtime_needs_no_measurement(monkeypatch):

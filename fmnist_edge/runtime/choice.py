@@ -9,8 +9,8 @@ are no faster than its fp32 ones and onnxruntime took 593 us against LiteRT's 91
 installed, the first :func:`fastest` call times both shipped files in the process (batch
 ``BATCH``, ``ROUNDS`` interleaved rounds of ``CALLS`` calls, with the inference threads
 ``predict`` runs them with; about 0.2 s) and writes the choice to the user cache, keyed by
-the CPU, the threads, the runtimes' versions and the files' sha256: any change measures
-again.
+the CPU and its int8 instructions (``provenance.int8_isa``), the threads, the runtimes'
+versions and the files' sha256: any change measures again.
 An unwritable cache only means measuring again next time.
 """
 
@@ -70,7 +70,10 @@ def _key(paths: list[Path], threads: int | None) -> dict:
     from fmnist_edge.runtime.card import file_sha256
 
     described = machine()
-    return {"cpu": described["cpu"], "cores": described["cores"], "threads": threads,
+    # The model name alone does not tell CPUs apart: "AMD EPYC" is both an AVX2 part where
+    # onnxruntime wins and an AVX-512 VNNI part; the int8 instructions decide the kernels.
+    return {"cpu": described["cpu"], "int8_isa": described.get("int8_isa"),
+            "cores": described["cores"], "threads": threads,
             "versions": package_versions(RUNTIMES),
             "models": {path.name: file_sha256(path) for path in paths}}
 
