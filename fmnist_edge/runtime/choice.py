@@ -5,7 +5,8 @@ Neither runtime is faster everywhere. On a Xeon with AMX and AVX-512 VNNI the in
 under LiteRT took 137 us a call against 192 us for the int8 ONNX under onnxruntime
 (benchmarks/results/peers_xeon_amx.json); on an AVX2 EPYC without VNNI, LiteRT's int8 kernels
 are no faster than its fp32 ones and onnxruntime took 593 us against LiteRT's 914 us
-(benchmarks/results/peers_epyc_avx2.json). So when both runtimes are
+(benchmarks/results/peers_epyc_avx2.json); on an EPYC with AVX-512 VNNI LiteRT wins again,
+165 against 242 us (benchmarks/results/peers_epyc_vnni.json). So when both runtimes are
 installed, the first :func:`fastest` call times both shipped files in the process (batch
 ``BATCH``, ``ROUNDS`` interleaved rounds of ``CALLS`` calls, with the inference threads
 ``predict`` runs them with; about 0.2 s) and writes the choice to the user cache, keyed by
