@@ -158,6 +158,7 @@ def zoo_rows() -> list[dict]:
                      "train_time_s": train["train_time_s"], "epochs": train["epochs"],
                      "gate": export["parity"]["gate"]["status"],
                      "export_config": export["config"],
+                     "machine": zoo.get("machine") or {},
                      "photo_top1": photos.get(
                          export["artifacts"].get("tflite-int8", {}).get("sha256"))})
     return rows
@@ -171,7 +172,7 @@ def _zoo_table() -> str:
     """Markdown table of :func:`zoo_rows`."""
     head = ("| arch | params | MMACs | float top-1 | int8 TFLite top-1 | int8 ONNX top-1 "
             "| fp32 / int8 TFLite (KiB) | p50 ms TFLite fp32 / int8 | p50 ms ONNX fp32 / int8 "
-            "| img/s @256 TFLite / ONNX int8 | train time "
+            "| img/s @256 TFLite / ONNX int8 | latency measured on | train time "
             "| export: sparsity, prune + QAT epochs, gate | dev photos, int8 TFLite |")
     rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in zoo_rows():
@@ -186,6 +187,7 @@ def _zoo_table() -> str:
             f"| {_ms(b, 'onnx-fp32')} / {_ms(b, 'onnx-int8')} "
             f"| {b['tflite-int8']['batch_256']['throughput_ips']:,.0f} / "
             f"{b['onnx-int8']['batch_256']['throughput_ips']:,.0f} "
+            f"| {_cpu_name(r['machine'], short=True)} "
             f"| {r['train_time_s'] / 60:.0f} min ({r['epochs']} ep) "
             f"| {c['sparsity']:.0%}, {c['prune_epochs'] if c['sparsity'] else 0} "
             f"+ {c['qat_epochs']}, {r['gate']} "
@@ -238,9 +240,18 @@ def _peers_files() -> list[Path]:
 
 def _cpu(doc: dict) -> str:
     """``CPU (int8 instructions)`` of a result, as its machine record names them."""
-    machine = doc["provenance"]["machine"]
+    return _cpu_name(doc["provenance"]["machine"])
+
+
+def _cpu_name(machine: dict, *, short: bool = False) -> str:
+    """``CPU (int8 instructions)`` of a machine record (``provenance.machine``); ``short``
+    drops the trademark signs and "Processor" ("Intel Xeon (amx_int8)"); "-" for none."""
+    cpu = machine.get("cpu") or "-"
+    if short:
+        cpu = " ".join(cpu.replace("(R)", "").replace("(TM)", "").replace("Processor", "")
+                       .split())
     isa = machine.get("int8_isa")
-    return f"{machine['cpu']} ({isa})" if isa else machine["cpu"]
+    return f"{cpu} ({isa})" if isa else cpu
 
 
 def _peers_table() -> str:

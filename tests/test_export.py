@@ -345,6 +345,12 @@ def test_zoo_measures_an_exported_run(small_run, exported, data_dir, tmp_path, m
     table = collect._zoo_table()
     assert table.splitlines()[2].startswith("| cnn | 289,066 |")
     assert table.splitlines()[2].endswith(" | 50%, 1 + 1, passed | - |")  # recipe, no photos
+    from fmnist_edge.provenance import machine  # the CPU its latencies were measured on
+
+    assert f"| {collect._cpu_name(machine(), short=True)} |" in table.splitlines()[2]
+    assert collect._cpu_name({"cpu": "Intel(R) Xeon(R) Processor", "int8_isa": "amx_int8"},
+                             short=True) == "Intel Xeon (amx_int8)"
+    assert collect._cpu_name({}) == "-"
     assert zoo.choose_default(collect.zoo_rows(), budget_ms=1e9) == "cnn"
     with pytest.raises(ValueError, match="real photos"):  # never measured on photos
         zoo.choose_default(collect.zoo_rows(), budget_ms=1e9, min_photo_top1=0.0)
