@@ -3,7 +3,7 @@ each model at 1, 2 threads and the library default, first idle, then while anoth
 spins on one core (interleaved in one run).
 
     python benchmarks/threads_under_load.py fmnist_edge/models/default_int8.tflite \\
-        fmnist_edge/models/default_int8.onnx --out benchmarks/results/threads_under_load.json
+        fmnist_edge/models/default_int8.onnx --out benchmarks/results/threads_under_load_<cpu>.json
 """
 
 from __future__ import annotations

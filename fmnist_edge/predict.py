@@ -43,8 +43,8 @@ CHUNK = 64
 #: thread competes with conversion: on two cores it classified 1.16x as many 28x28 PNGs
 #: (cheap to convert) but no more photos (0.98x: GrabCut), taking turns in one run
 #: (benchmarks/results/predict_throughput_xeon_amx.json); on one core it cost 8 %. Under a
-#: busy core onnxruntime's second thread costs a third of its throughput
-#: (threads_under_load.json).
+#: busy core onnxruntime's second thread cost a third of its batch-64 throughput on the Xeon
+#: and 28 % of its batch-1 throughput on an AVX-512 VNNI EPYC (threads_under_load_<cpu>.json).
 PREDICT_THREADS = 1
 #: From this many files on, ``predict`` decodes 28x28 grayscale PNGs with OpenCV (when
 #: installed) rather than Pillow: importing OpenCV (25-50 ms here) costs more than its faster

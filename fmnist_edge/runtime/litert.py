@@ -70,7 +70,7 @@ class LiteRTRuntime:
         if num_threads is None:
             # LiteRT's own default is one thread; one per core doubled batch-64 throughput
             # here and held up with another process on a core, unlike onnxruntime's pool
-            # (benchmarks/results/threads_under_load.json).
+            # (benchmarks/results/threads_under_load_<cpu>.json).
             num_threads = usable_cores()
         try:
             with quiet_native_stderr():  # LiteRT's "INFO: Created ... XNNPACK delegate"
