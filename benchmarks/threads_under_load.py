@@ -1,6 +1,6 @@
 """Thread settings with and without a busy core: batch-1 and batch-64 latency / throughput of
 each model at 1, 2 threads and the library default, first idle, then while another process
-spins on one core (interleaved in one run).
+spins on one core (one run; the settings are timed one after another, not interleaved).
 
     python benchmarks/threads_under_load.py fmnist_edge/models/default_int8.tflite \\
         fmnist_edge/models/default_int8.onnx --out benchmarks/results/threads_under_load_<cpu>.json
