@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from fmnist_edge.cli import app
 from fmnist_edge.export.config import OPTIMIZERS, ExportConfig
+from fmnist_edge.provenance import machine
 from fmnist_edge.runtime.card import file_sha256
 
 pytestmark = [pytest.mark.tf, pytest.mark.slow]
@@ -345,8 +346,7 @@ def test_zoo_measures_an_exported_run(small_run, exported, data_dir, tmp_path, m
     table = collect._zoo_table()
     assert table.splitlines()[2].startswith("| cnn | 289,066 |")
     assert table.splitlines()[2].endswith(" | 50%, 1 + 1, passed | - |")  # recipe, no photos
-    from fmnist_edge.provenance import machine  # the CPU its latencies were measured on
-
+    # the CPU its latencies were measured on
     assert f"| {collect._cpu_name(machine(), short=True)} |" in table.splitlines()[2]
     assert collect._cpu_name({"cpu": "Intel(R) Xeon(R) Processor", "int8_isa": "amx_int8"},
                              short=True) == "Intel Xeon (amx_int8)"

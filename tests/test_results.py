@@ -4,8 +4,11 @@ committed benchmarks/results/*.json (so no figure in the README is typed by hand
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,10 +64,6 @@ def test_the_committed_edge_model_meets_its_bars(test_split):
     """#16's edge model, as committed: int8 TFLite <= 102,400 bytes and >= 94.0 % top-1 on the
     full test set (re-measured here, not read from its card), <= 10 MMAC, and at most 0.5x
     the cnn's batch-1 p50 in the committed side-by-side benchmark."""
-    import json
-
-    import numpy as np
-
     from fmnist_edge.runtime import load
 
     path = ROOT / "benchmarks" / "artifacts" / "edgecnn48" / "model_int8.tflite"
